@@ -1,0 +1,5 @@
+"""``python -m dvstore`` runs the ``dvs`` command."""
+
+from dvstore.cli import main
+
+main()

@@ -1,0 +1,68 @@
+"""The ``dvs`` command: a thin click layer over ``dvstore.api``.
+
+It owns argument parsing, output formats (text, ``--json``) and the one map from errors to
+exit codes (CLI.md): every failure prints one ``error:`` line (and a ``hint:`` line where one
+helps) and never a traceback unless ``DVS_DEBUG=1``. Commands live in one module per group.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sys
+import traceback
+from typing import Any
+
+import click
+
+from dvstore.errors import EXIT_DAMAGED, EXIT_INTERRUPTED, EXIT_USAGE, DvsError
+
+EXIT_INTERNAL = 70
+
+
+def _fail(message: str, hint: str | None, code: int) -> None:
+    click.echo(f"error: {message}", err=True)
+    if hint:
+        click.echo(f"hint: {hint}", err=True)
+    sys.exit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the click group with dvstore's error handling."""
+    from dvstore.cli.commands import cli
+
+    debug = os.environ.get("DVS_DEBUG") == "1"
+    try:
+        rv: Any = cli.main(args=argv, prog_name="dvs", standalone_mode=False)
+        sys.exit(rv if isinstance(rv, int) else 0)
+    except DvsError as e:
+        if debug:
+            traceback.print_exc()
+        _fail(e.message, e.hint, e.exit_code)
+    except click.exceptions.Abort:
+        _fail("interrupted", None, EXIT_INTERRUPTED)
+    except click.ClickException as e:
+        msg = e.format_message()
+        hint = None
+        if isinstance(e, click.UsageError) and e.ctx is not None:
+            hint = f"see '{e.ctx.command_path} --help'"
+        _fail(msg, hint, EXIT_USAGE if e.exit_code == 2 else e.exit_code)
+    except KeyboardInterrupt:
+        _fail("interrupted", None, EXIT_INTERRUPTED)
+    except BrokenPipeError:
+        sys.stderr.close()
+        sys.exit(0)
+    except OSError as e:
+        if debug:
+            traceback.print_exc()
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            _fail(f"no space left: {e.strerror}", "free some disk space; nothing was changed", EXIT_DAMAGED)
+        where = f" ({e.filename})" if e.filename else ""
+        _fail(f"{e.strerror or e}{where}", None, EXIT_DAMAGED if e.errno in (errno.EIO,) else EXIT_USAGE)
+    except SystemExit:
+        raise
+    except Exception as e:  # noqa: BLE001 -- the last line of defence against tracebacks
+        if debug:
+            traceback.print_exc()
+        _fail(f"internal error: {type(e).__name__}: {e}",
+              "this is a bug in dvs; run again with DVS_DEBUG=1 and report the traceback", EXIT_INTERNAL)

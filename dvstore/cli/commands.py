@@ -1,0 +1,242 @@
+"""``dvs`` commands for the store, datasets and versions: init, create, datasets, delete, add,
+ls, show, log, and the working folder (checkout, status, commit)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import click
+
+from dvstore import tree
+from dvstore.api import Dataset, Store
+from dvstore.cli.output import echo_version, emit_json, version_json
+from dvstore.errors import NotFoundError, UsageError
+from dvstore.hashing import short
+
+
+class Ctx:
+    def __init__(self, store_path: str | None) -> None:
+        self.store_path = store_path
+        self._store: Store | None = None
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = Store(self.store_path) if self.store_path else Store.find()
+        return self._store
+
+    def dataset(self, spec: str) -> Dataset:
+        """NAME or NAME@REV."""
+        repo = self.store.repo
+        rec, cid = repo.resolve(spec)
+        rev = None if "@" not in spec else cid
+        return Dataset(self.store, rec, rev)
+
+
+pass_ctx = click.make_pass_decorator(Ctx)
+json_opt = click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--store", "store_path", metavar="PATH", help="The store (default: $DVS_STORE, else the nearest .dvs/).")
+@click.version_option(package_name="dvstore", prog_name="dvs")
+@click.pass_context
+def cli(ctx: click.Context, store_path: str | None) -> None:
+    """dvs: a Git-like version store for ML datasets."""
+    ctx.obj = Ctx(store_path)
+
+
+@cli.command()
+@click.argument("directory", default=".", type=click.Path(file_okay=False))
+def init(directory: str) -> None:
+    """Create a store in DIRECTORY/.dvs."""
+    os.makedirs(directory, exist_ok=True)
+    s = Store.init(directory)
+    click.echo(f"Initialised an empty dvs store in {s.path}")
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--recipe", "recipe_file", type=click.Path(dir_okay=False), help="Recipe JSON file.")
+@json_opt
+@pass_ctx
+def create(c: Ctx, name: str, recipe_file: str | None, as_json: bool) -> None:
+    """Create an empty dataset NAME."""
+    from dvstore import recipes
+
+    recipe = recipes.load_recipe_file(recipe_file) if recipe_file else None
+    ds = c.store.datasets.create(name, recipe=recipe)
+    if as_json:
+        emit_json({"name": ds.name, "id": ds.id, "head": ds.head_id.hex(), "items": 0})
+    else:
+        click.echo(f"Created dataset {ds.name} ({short(ds.head_id)})")
+
+
+@cli.command()
+@json_opt
+@pass_ctx
+def datasets(c: Ctx, as_json: bool) -> None:
+    """List datasets."""
+    rows = []
+    for ds in sorted(c.store.datasets.list(), key=lambda d: d.name):
+        head = ds.head_id
+        n = tree.count(c.store.repo.objects, ds.version.layers["items"] or tree.EMPTY)
+        rows.append({"name": ds.name, "id": ds.id, "head": head.hex(), "items": n})
+    if as_json:
+        emit_json(rows)
+        return
+    for r in rows:
+        click.echo(f"{r['name']:<30} {r['head'][:12]}  {r['items']:>9} items")
+
+
+@cli.command()
+@click.argument("name")
+@pass_ctx
+def delete(c: Ctx, name: str) -> None:
+    """Remove dataset NAME (its versions stay recoverable until gc expires them)."""
+    c.store.datasets.delete(name)
+    click.echo(f"Deleted dataset {name}")
+
+
+@cli.command()
+@click.argument("name")
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--to", "to", default="/", metavar="/DIR", help="Put items under this folder.")
+@click.option("--annotations", type=click.Path(), help="COCO file or Dataloop-style json/ folder.")
+@click.option("--format", "fmt", type=click.Choice(["coco", "dataloop"]), help="Annotation format.")
+@click.option("-m", "--message", default="", help="Version message.")
+@json_opt
+@pass_ctx
+def add(c: Ctx, name: str, paths: tuple[str, ...], to: str, annotations: str | None, fmt: str | None,
+        message: str, as_json: bool) -> None:
+    """Ingest files or folders into dataset NAME as one new version."""
+    from dvstore.ingest import ingest, progress_bar
+
+    ds = c.dataset(name)
+    if "@" in name:
+        raise UsageError("add takes a dataset name, not a revision")
+    with ds.edit(message or f"add {' '.join(paths)}") as e:
+        stats = ingest(e, list(paths), to=to, annotations=annotations, fmt=fmt, progress=progress_bar("adding"))
+    new = e.committed
+    doc = {"version": new.hex() if new else None, "files": stats.files, "bytes": stats.bytes,
+           "hashed": stats.hashed, "cached": stats.cached, "annotated": stats.annotated,
+           "unmatched_annotations": stats.skipped}
+    if as_json:
+        emit_json(doc)
+        return
+    if new is None:
+        click.echo(f"No changes: {stats.files} files already in {name}")
+    else:
+        click.echo(f"{name}: version {short(new)}: {stats.files} files ({stats.bytes:,} bytes, "
+                   f"{stats.hashed} hashed, {stats.cached} unchanged), {stats.annotated} annotated")
+    if stats.skipped:
+        click.echo(f"warning: {len(stats.skipped)} annotated files not found among the added files, "
+                   f"e.g. {stats.skipped[0]}", err=True)
+
+
+@cli.command(name="ls")
+@click.argument("spec", metavar="NAME[@REV]")
+@click.option("--filter", "query", metavar="QUERY", help="DQL filter as JSON or @file.json.")
+@json_opt
+@pass_ctx
+def ls_cmd(c: Ctx, spec: str, query: str | None, as_json: bool) -> None:
+    """List items."""
+    ds = c.dataset(spec)
+    items = ds.items.list(filters=load_query(query))
+    if as_json:
+        emit_json([it.to_json() for it in items])
+        return
+    for it in items:
+        n = len(it.annotations)
+        click.echo(f"{it.filename}\t{it.size}\t{it.binary[:12]}\t{n} annotation{'s' if n != 1 else ''}")
+
+
+def load_query(query: str | None) -> Any:
+    """A DQL document from inline JSON or @file.json."""
+    import json
+
+    if query is None:
+        return None
+    text = query
+    if query.startswith("@"):
+        try:
+            with open(query[1:]) as f:
+                text = f.read()
+        except OSError as e:
+            raise UsageError(f"cannot read filter file {query[1:]}: {e.strerror}") from None
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        from dvstore.errors import FilterError
+
+        raise FilterError(f"the filter is not valid JSON: {e}") from None
+
+
+@cli.command()
+@click.argument("spec", metavar="NAME[@REV]")
+@click.argument("filename", required=False)
+@json_opt
+@pass_ctx
+def show(c: Ctx, spec: str, filename: str | None, as_json: bool) -> None:
+    """Show a version (head, parents, op, counts, recipe) or one item in full."""
+    ds = c.dataset(spec)
+    if filename:
+        item = ds.items.get(filepath=filename)
+        if as_json:
+            emit_json(item.to_json())
+            return
+        import json
+
+        click.echo(json.dumps(item.to_json(), indent=2, sort_keys=True, ensure_ascii=False))
+        return
+    cid = ds.head_id
+    v = ds.version
+    doc = version_json(ds, cid, v, ds.counts())
+    doc["dataset"] = ds.name
+    if as_json:
+        emit_json(doc)
+        return
+    click.echo(f"dataset   {ds.name}")
+    click.echo(f"version   {cid.hex()}")
+    click.echo(f"parents   {' '.join(p.hex()[:12] for p in v.parents) or '-'}")
+    click.echo(f"op        {v.op}")
+    click.echo(f"time      {v.time}")
+    click.echo(f"author    {v.author}")
+    click.echo(f"message   {v.message}")
+    click.echo(f"items     {doc['items']}")
+    click.echo(f"annotations {doc['annotations']}")
+    click.echo(f"recipe    {doc['recipe']['title']} ({doc['recipe']['id']})")
+
+
+@cli.command()
+@click.argument("spec", metavar="NAME[@REV]")
+@click.option("-n", "limit", type=int, help="At most this many versions.")
+@json_opt
+@pass_ctx
+def log(c: Ctx, spec: str, limit: int | None, as_json: bool) -> None:
+    """Versions, newest first."""
+    ds = c.dataset(spec)
+    rows = ds.log(limit)
+    if as_json:
+        out = []
+        for cid, v in rows:
+            d = version_json(ds, cid, v)
+            d.update(Dataset(c.store, ds.record, cid).counts())
+            out.append(d)
+        emit_json(out)
+        return
+    for cid, v in rows:
+        echo_version(cid, v)
+
+
+def _register() -> None:
+    from dvstore.cli import workdir_cmds  # noqa: F401  (registers checkout/status/commit)
+
+
+try:
+    _register()
+except ImportError:  # pragma: no cover - during bootstrap
+    pass
+
+__all__ = ["cli", "NotFoundError"]

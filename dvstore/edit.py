@@ -1,0 +1,330 @@
+"""Editing a dataset: one ``Editor`` gathers changes to the four layers and publishes them as
+one version. It owns how user-level edits (add a file, set annotations, update metadata,
+set a status, rename, delete) become layer changes, keeps filenames unique, and keeps the
+derived filename index in step. The write itself is ``Repository.publish``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from dvstore import codec, tree
+from dvstore.errors import NotFoundError, UsageError
+from dvstore.hashing import Digest
+from dvstore.io import imageinfo
+from dvstore.model import (
+    ANNOTATION_STATUSES,
+    INTRINSIC_SYSTEM,
+    LAYERS,
+    VOLATILE_ANNOTATION_FIELDS,
+    Commit,
+    default_author,
+    new_annotation_id,
+    new_item_id,
+    normalize_filename,
+    now_iso,
+)
+from dvstore.repo import ANNSET, RECIPE, DatasetRecord, Repository, path_key
+from dvstore.storage.blobs import SMALL_MAX
+from dvstore.tree import DELETE
+
+
+def normalize_annotation(a: Any) -> tuple[dict[str, Any], Any]:
+    """Return (stored annotation, QA status or None) for a user-supplied annotation dict."""
+    if not isinstance(a, dict):
+        raise UsageError(f"an annotation must be a JSON object, got {type(a).__name__}")
+    out = {k: v for k, v in a.items() if k not in VOLATILE_ANNOTATION_FIELDS}
+    aid = out.get("id") or new_annotation_id()
+    if not isinstance(aid, str) or not aid or len(aid) > 128:
+        raise UsageError(f"invalid annotation id: {aid!r}")
+    out["id"] = aid
+    if not isinstance(out.get("type", ""), str):
+        raise UsageError(f"annotation {aid}: 'type' must be a string")
+    out.setdefault("type", "class")
+    if "label" in out and out["label"] is not None and not isinstance(out["label"], str):
+        raise UsageError(f"annotation {aid}: 'label' must be a string")
+    md = out.get("metadata") or {}
+    if not isinstance(md, dict):
+        raise UsageError(f"annotation {aid}: 'metadata' must be an object")
+    md = dict(md)
+    system = dict(md.get("system") or {})
+    status = system.pop("status", None)
+    system.pop("clientId", None)
+    if status is not None and status not in ANNOTATION_STATUSES:
+        raise UsageError(f"annotation {aid}: unknown status {status!r}",
+                         hint=f"use one of {', '.join(ANNOTATION_STATUSES)} or null")
+    md["system"] = system
+    md.setdefault("user", {})
+    out["metadata"] = md
+    return codec.canonical(out), status
+
+
+class Editor:
+    """Changes to one dataset that become one version on ``commit``."""
+
+    def __init__(self, repo: Repository, ds: DatasetRecord, message: str = "", *, op: str = "commit",
+                 author: str | None = None) -> None:
+        self.repo = repo
+        self.objects = repo.objects
+        self.ds = ds
+        self.message = message
+        self.op = op
+        self.author = author or default_author()
+        self.base_id = repo.head(ds)
+        self.base = repo.commit(self.base_id)
+        self.changes: dict[str, dict[bytes, Any]] = {layer: {} for layer in LAYERS}
+        self._paths: dict[str, bytes | None] = {}
+        self._path_root = repo.path_index(self.base.layers["items"] or tree.EMPTY)
+        self.recipe: dict[str, Any] | None = None
+        self.committed: Digest | None = None
+        self.extra_txn: list[Any] = []
+
+    # -- lookups ---------------------------------------------------------------------
+
+    def item_id(self, filename: str) -> bytes | None:
+        filename = normalize_filename(filename)
+        if filename in self._paths:
+            return self._paths[filename]
+        v = tree.get(self.objects, self._path_root, path_key(filename))
+        if v is None or v[0] != filename:
+            return None
+        iid: bytes = v[1]
+        return iid
+
+    def _require(self, filename: str) -> bytes:
+        iid = self.item_id(filename)
+        if iid is None:
+            raise NotFoundError(f"Item not found: {filename}")
+        return iid
+
+    def current(self, layer: str, iid: bytes) -> Any | None:
+        ch = self.changes[layer]
+        if iid in ch:
+            v = ch[iid]
+            return None if v is DELETE else v
+        root = self.base.layers[layer]
+        return tree.get(self.objects, root, iid) if root else None
+
+    def current_annotations(self, iid: bytes) -> dict[str, Any]:
+        oid = self.current("annotations", iid)
+        return dict(self.objects.get(oid, ANNSET)) if oid else {}
+
+    # -- binaries --------------------------------------------------------------------
+
+    def put_blob_item(self, filename: str, blob: bytes, size: int, mimetype: str,
+                      system: dict[str, Any] | None = None) -> bytes:
+        """Point ``filename`` at a stored blob: a new item, or a new binary for an existing one."""
+        filename = normalize_filename(filename)
+        iid = self.item_id(filename)
+        system = {k: v for k, v in (system or {}).items() if k in INTRINSIC_SYSTEM}
+        if iid is None:
+            iid = new_item_id()
+            rec = {"filename": filename, "blob": blob, "size": size, "mimetype": mimetype,
+                   "system": system, "hidden": False, "createdAt": now_iso()}
+            self._paths[filename] = iid
+        else:
+            old = self.current("items", iid)
+            assert old is not None
+            if old["blob"] == blob and old.get("mimetype") == mimetype and old.get("system") == system:
+                return iid
+            rec = dict(old, blob=blob, size=size, mimetype=mimetype, system=system)
+        self.changes["items"][iid] = rec
+        return iid
+
+    def add_bytes(self, filename: str, data: bytes, mimetype: str | None = None) -> bytes:
+        blob = self.repo.blobs.add_bytes(data)
+        mt, system = imageinfo.sniff(data[: imageinfo.HEAD_BYTES], filename)
+        return self.put_blob_item(filename, blob, len(data), mimetype or mt, system)
+
+    def add_file(self, path: str, filename: str | None = None) -> bytes:
+        """Ingest one local file (read, never moved) as ``filename`` (default /<basename>)."""
+        filename = normalize_filename(filename or "/" + os.path.basename(path))
+        try:
+            size = os.stat(path).st_size
+            if size <= SMALL_MAX:
+                with open(path, "rb") as f:
+                    data = f.read()
+                return self.add_bytes(filename, data)
+            head: list[bytes] = []
+            blob = self.repo.blobs.add_file(path, size, head)
+        except (FileNotFoundError, PermissionError, IsADirectoryError) as e:
+            raise UsageError(f"cannot read {path}: {e.strerror}") from None
+        mt, system = imageinfo.sniff(head[0] if head else b"", filename)
+        return self.put_blob_item(filename, blob, size, mt, system)
+
+    # -- structure -------------------------------------------------------------------
+
+    def delete(self, filename: str) -> None:
+        iid = self._require(filename)
+        for layer in LAYERS:
+            self.changes[layer][iid] = DELETE
+        self._paths[normalize_filename(filename)] = None
+
+    def rename(self, old: str, new: str) -> None:
+        iid = self._require(old)
+        new = normalize_filename(new)
+        if self.item_id(new) is not None:
+            raise UsageError(f"Item already exists at {new}")
+        rec = self.current("items", iid)
+        assert rec is not None
+        self.changes["items"][iid] = dict(rec, filename=new)
+        self._paths[normalize_filename(old)] = None
+        self._paths[new] = iid
+
+    def set_hidden(self, filename: str, hidden: bool) -> None:
+        iid = self._require(filename)
+        rec = self.current("items", iid)
+        assert rec is not None
+        self.changes["items"][iid] = dict(rec, hidden=bool(hidden))
+
+    # -- annotations -----------------------------------------------------------------
+
+    def set_annotations(self, filename: str, annotations: list[Any]) -> list[str]:
+        """Replace the item's annotations; returns their ids. QA statuses go to the status layer."""
+        iid = self._require(filename)
+        if not isinstance(annotations, list):
+            raise UsageError("annotations must be a list")
+        annset: dict[str, Any] = {}
+        qa: dict[str, Any] = {}
+        for a in annotations:
+            stored, status = normalize_annotation(a)
+            if stored["id"] in annset:
+                raise UsageError(f"duplicate annotation id {stored['id']} on {filename}")
+            annset[stored["id"]] = stored
+            if status is not None:
+                qa[stored["id"]] = status
+        self._put_annset(iid, annset)
+        st = dict(self.current("status", iid) or {})
+        if qa or st.get("annotations"):
+            st["annotations"] = qa
+            self._put_status(iid, st)
+        return list(annset)
+
+    def add_annotation(self, filename: str, annotation: dict[str, Any]) -> str:
+        iid = self._require(filename)
+        annset = self.current_annotations(iid)
+        stored, status = normalize_annotation(annotation)
+        annset[stored["id"]] = stored
+        self._put_annset(iid, annset)
+        if status is not None:
+            self.set_annotation_status(filename, stored["id"], status)
+        aid: str = stored["id"]
+        return aid
+
+    def remove_annotation(self, filename: str, annotation_id: str) -> None:
+        iid = self._require(filename)
+        annset = self.current_annotations(iid)
+        if annset.pop(annotation_id, None) is None:
+            raise NotFoundError(f"annotation {annotation_id} not found on {filename}")
+        self._put_annset(iid, annset)
+        st = self.current("status", iid)
+        if st and annotation_id in st.get("annotations", {}):
+            st = dict(st, annotations={k: v for k, v in st["annotations"].items() if k != annotation_id})
+            self._put_status(iid, st)
+
+    def _put_annset(self, iid: bytes, annset: dict[str, Any]) -> None:
+        self.changes["annotations"][iid] = self.objects.put(ANNSET, annset) if annset else DELETE
+
+    # -- metadata and status -----------------------------------------------------------
+
+    def update_metadata(self, filename: str, user: dict[str, Any] | None = None,
+                        system: dict[str, Any] | None = None, *, replace: bool = False) -> None:
+        """Merge (or with ``replace``, set) user and non-intrinsic system metadata."""
+        iid = self._require(filename)
+        cur = self.current("metadata", iid) or {}
+        new_user = {} if replace else dict(cur.get("user") or {})
+        new_sys = {} if replace else dict(cur.get("system") or {})
+        for name, val, dest in (("user", user, new_user), ("system", system, new_sys)):
+            if val is None:
+                continue
+            if not isinstance(val, dict):
+                raise UsageError(f"metadata.{name} must be an object")
+            dest.update(val)
+        for k in list(new_sys):
+            if k in INTRINSIC_SYSTEM or k in ("refs", "taskStatusLog"):
+                new_sys.pop(k)
+        rec = {}
+        if new_user:
+            rec["user"] = new_user
+        if new_sys:
+            rec["system"] = new_sys
+        self.changes["metadata"][iid] = codec.canonical(rec) if rec else DELETE
+
+    def set_task_status(self, filename: str, task_id: str, status: str | None, **extra: Any) -> None:
+        iid = self._require(filename)
+        if not isinstance(task_id, str) or not task_id:
+            raise UsageError("task id must be a non-empty string")
+        st = dict(self.current("status", iid) or {})
+        tasks = dict(st.get("tasks") or {})
+        if status is None:
+            tasks.pop(task_id, None)
+        else:
+            tasks[task_id] = {"status": status, **extra}
+        st["tasks"] = tasks
+        self._put_status(iid, st)
+
+    def set_annotation_status(self, filename: str, annotation_id: str, status: str | None) -> None:
+        iid = self._require(filename)
+        if status is not None and status not in ANNOTATION_STATUSES:
+            raise UsageError(f"unknown annotation status {status!r}")
+        if annotation_id not in self.current_annotations(iid):
+            raise NotFoundError(f"annotation {annotation_id} not found on {filename}")
+        st = dict(self.current("status", iid) or {})
+        qa = dict(st.get("annotations") or {})
+        if status is None:
+            qa.pop(annotation_id, None)
+        else:
+            qa[annotation_id] = status
+        st["annotations"] = qa
+        self._put_status(iid, st)
+
+    def _put_status(self, iid: bytes, st: dict[str, Any]) -> None:
+        st = {k: v for k, v in st.items() if v}
+        self.changes["status"][iid] = codec.canonical(st) if st else DELETE
+
+    def set_recipe(self, recipe: dict[str, Any]) -> None:
+        self.recipe = recipe
+
+    # -- publishing ------------------------------------------------------------------
+
+    def has_changes(self) -> bool:
+        return any(self.changes.values()) or self.recipe is not None
+
+    def commit(self) -> Digest | None:
+        """Publish the changes as one version; None when nothing changed."""
+        layers: dict[str, bytes | None] = dict(self.base.layers)
+        path_changes: dict[bytes, Any] = {}
+        base_items = self.base.layers["items"] or tree.EMPTY
+        for iid, new in self.changes["items"].items():
+            old = tree.get(self.objects, base_items, iid)
+            if old is not None and (new is DELETE or old["filename"] != new["filename"]):
+                path_changes.setdefault(path_key(old["filename"]), DELETE)
+        for iid, new in self.changes["items"].items():
+            if new is not DELETE:
+                path_changes[path_key(new["filename"])] = [new["filename"], iid]
+        for layer in LAYERS:
+            ch = self.changes[layer]
+            if ch:
+                layers[layer] = tree.apply(self.objects, layers[layer] or tree.EMPTY, ch)
+        recipe_id = self.base.recipe
+        if self.recipe is not None:
+            recipe_id = self.objects.put(RECIPE, self.recipe)
+        if layers == self.base.layers and recipe_id == self.base.recipe:
+            self.objects.discard()
+            self.repo.blobs.committed()
+            return None
+        new_path_root = tree.apply(self.objects, self._path_root, path_changes)
+        c = Commit(layers=layers, recipe=recipe_id, parents=(self.base_id,), op=self.op,
+                   info={}, author=self.author, message=self.message, time=now_iso())
+        extra = self.extra_txn
+
+        def run_extra(t: Any) -> None:
+            for fn in extra:
+                fn(t)
+
+        items_root = layers["items"]
+        assert items_root is not None
+        self.committed = self.repo.publish(ds=self.ds, expected_head=self.base_id, commit=c,
+                                           extra=run_extra, path_index=(items_root, new_path_root))
+        return self.committed

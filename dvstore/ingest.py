@@ -1,0 +1,294 @@
+"""Ingest: turning local files and folders (and their annotation files) into one version.
+
+It owns walking the user's paths (read only: user files are never moved or changed), the
+stat cache that lets an unchanged file skip hashing, and mapping COCO or Dataloop-JSON
+annotations onto items. The version itself is published by ``Editor.commit``.
+
+Stat cache (LMDB ``stat_cache``, derived data): real path -> [size, mtime_ns, inode,
+ctime_ns, verified_ns, blob, mimetype, system]. An entry is trusted only when the file's
+mtime is older than ``verified_ns - RACY_NS``: a file changed after it was hashed then has
+a newer mtime even on a coarse filesystem clock (git's "racily clean" rule).
+"""
+
+from __future__ import annotations
+
+import os
+import stat as statmod
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from dvstore import codec, recipes
+from dvstore.edit import Editor
+from dvstore.errors import ImportFormatError, InvalidNameError, UsageError
+from dvstore.hashing import Digest, hash_bytes
+from dvstore.io import imageinfo
+from dvstore.model import normalize_dir, normalize_filename
+from dvstore.storage.blobs import SMALL_MAX
+from dvstore.storage.db import WriteTxn
+
+RACY_NS = 20_000_000
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class IngestStats:
+    files: int = 0
+    bytes: int = 0
+    hashed: int = 0
+    cached: int = 0
+    annotated: int = 0
+    skipped: list[str] = field(default_factory=list)
+
+
+def walk(paths: list[str], to: str = "/") -> list[tuple[str, str]]:
+    """Return sorted (local path, item filename) pairs for files and folders, recursively.
+
+    A folder's contents are taken relative to the folder (dtlpy's upload); a plain file
+    becomes ``<to>/<name>``. Symlinked folders are not followed; hostile names are refused
+    before anything is read.
+    """
+    base = normalize_dir(to)
+    prefix = "" if base == "/" else base
+    out: dict[str, str] = {}
+    for p in paths:
+        try:
+            st = os.stat(p)
+        except FileNotFoundError:
+            raise UsageError(f"no such file or folder: {p}") from None
+        except OSError as e:
+            raise UsageError(f"cannot read {p}: {e.strerror}") from None
+        if statmod.S_ISDIR(st.st_mode):
+            for local, rel in _walk_dir(p):
+                _claim(out, local, prefix + "/" + rel)
+        elif statmod.S_ISREG(st.st_mode):
+            _claim(out, os.path.abspath(p), prefix + "/" + os.path.basename(os.path.abspath(p)))
+        else:
+            raise UsageError(f"not a regular file or folder: {p}")
+    return sorted(((v, k) for k, v in out.items()), key=lambda t: t[1])
+
+
+def _claim(out: dict[str, str], local: str, name: str) -> None:
+    try:
+        fn = normalize_filename(name)
+    except InvalidNameError as e:
+        raise InvalidNameError(f"{local}: {e.message}") from None
+    if fn in out and out[fn] != local:
+        raise UsageError(f"two files map to the same item {fn}: {out[fn]} and {local}")
+    out[fn] = local
+
+
+def _walk_dir(root: str) -> Iterator[tuple[str, str]]:
+    root = os.path.abspath(root)
+    stack = [("", root)]
+    while stack:
+        rel, d = stack.pop()
+        try:
+            entries = sorted(os.scandir(d), key=lambda e: e.name)
+        except OSError as e:
+            raise UsageError(f"cannot read folder {d}: {e.strerror}") from None
+        for e in entries:
+            r = f"{rel}/{e.name}" if rel else e.name
+            if e.is_dir(follow_symlinks=False):
+                stack.append((r, e.path))
+            elif e.is_file(follow_symlinks=True):
+                yield e.path, r
+
+
+def _cache_key(path: str) -> bytes:
+    return os.fsencode(os.path.realpath(path))
+
+
+def lookup_stat(editor: Editor, keys: list[bytes]) -> dict[bytes, list[Any]]:
+    """Read stat-cache entries for many paths in one transaction."""
+    def fn(t: Any) -> dict[bytes, list[Any]]:
+        out = {}
+        for k in keys:
+            v = t.get("stat_cache", k)
+            if v is not None:
+                try:
+                    rec = codec.decode(v)
+                except Exception:
+                    continue
+                if isinstance(rec, list) and len(rec) == 8:
+                    out[k] = rec
+        return out
+    return editor.repo.db.read(fn)
+
+
+def cache_hit(rec: list[Any] | None, st: os.stat_result) -> bool:
+    if rec is None:
+        return False
+    size, mtime, ino, ctime, verified = rec[:5]
+    return (size == st.st_size and mtime == st.st_mtime_ns and ino == st.st_ino and ctime == st.st_ctime_ns
+            and st.st_mtime_ns < verified - RACY_NS)
+
+
+def stat_entry(st: os.stat_result, verified_ns: int, blob: bytes, mimetype: str, system: dict[str, Any]) -> bytes:
+    return codec.encode([st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns, verified_ns, blob, mimetype, system])
+
+
+def ingest(editor: Editor, paths: list[str], *, to: str = "/", annotations: str | None = None,
+           fmt: str | None = None, progress: Progress | None = None) -> IngestStats:
+    """Add files and folders (and annotations) to the editor's pending version."""
+    pairs = walk(paths, to)
+    ann_by_file, labels, extras = _load_annotations(annotations, fmt, paths, to)
+    stats = IngestStats()
+    keys = [_cache_key(local) for local, _ in pairs]
+    cache = lookup_stat(editor, keys)
+    new_cache: dict[bytes, bytes] = {}
+    blobs = editor.repo.blobs
+    total = len(pairs)
+    for i, ((local, fn), key) in enumerate(zip(pairs, keys)):
+        try:
+            st = os.stat(local)
+        except OSError as e:
+            raise UsageError(f"cannot read {local}: {e.strerror}") from None
+        rec = cache.get(key)
+        if cache_hit(rec, st) and blobs.has(rec[5]):  # type: ignore[index]
+            assert rec is not None
+            blob, mimetype, system = Digest(rec[5]), rec[6], rec[7]
+            stats.cached += 1
+        else:
+            blob, mimetype, system = _hash_file(editor, local, st)
+            stats.hashed += 1
+            new_cache[key] = stat_entry(st, time.time_ns(), blob, mimetype, system)
+        editor.put_blob_item(fn, blob, st.st_size, mimetype, system)
+        stats.files += 1
+        stats.bytes += st.st_size
+        if progress is not None and (i % 256 == 0 or i == total - 1):
+            progress(i + 1, total)
+    _apply_annotations(editor, ann_by_file, extras, stats)
+    if labels:
+        cur = editor.recipe or editor.repo.recipe(editor.base.recipe)
+        new = recipes.add_labels(cur, labels)
+        if new != cur:
+            editor.set_recipe(new)
+
+    def write_cache(t: WriteTxn) -> None:
+        for k, v in new_cache.items():
+            t.put("stat_cache", k, v)
+
+    editor.extra_txn.append(write_cache)
+    return stats
+
+
+def _hash_file(editor: Editor, local: str, st: os.stat_result) -> tuple[Digest, str, dict[str, Any]]:
+    blobs = editor.repo.blobs
+    try:
+        if st.st_size <= SMALL_MAX:
+            with open(local, "rb") as f:
+                data = f.read()
+            blob = hash_bytes(data)
+            if not blobs.has_small(blob):
+                blobs.stage_small(blob, data)
+            head = data[: imageinfo.HEAD_BYTES]
+        else:
+            head_out: list[bytes] = []
+            blob = blobs.add_file(local, st.st_size, head_out)
+            head = head_out[0] if head_out else b""
+    except (PermissionError, FileNotFoundError, IsADirectoryError) as e:
+        raise UsageError(f"cannot read {local}: {e.strerror}") from None
+    mimetype, system = imageinfo.sniff(head, local)
+    return blob, mimetype, system
+
+
+def _load_annotations(annotations: str | None, fmt: str | None, paths: list[str],
+                      to: str) -> tuple[dict[str, list[dict[str, Any]]], list[str], dict[str, dict[str, Any]]]:
+    """Return ({item filename: annotations}, labels for the recipe, {filename: Dataloop extras})."""
+    if annotations is None:
+        return {}, [], {}
+    if fmt is None:
+        fmt = "dataloop" if os.path.isdir(annotations) else "coco"
+    base = normalize_dir(to)
+    prefix = "" if base == "/" else base
+    if fmt == "coco":
+        from dvstore.io import coco
+
+        imp = coco.load_coco(annotations)
+        out = {}
+        for rel, anns in imp.by_file.items():
+            try:
+                out[normalize_filename(prefix + "/" + rel.lstrip("/"))] = anns
+            except InvalidNameError as e:
+                raise ImportFormatError(f"{annotations}: {e.message}") from None
+        return out, list(imp.labels), {}
+    if fmt == "dataloop":
+        from dvstore.io import dataloop
+
+        out = {}
+        extras: dict[str, dict[str, Any]] = {}
+        labels: set[str] = set()
+        for fn, jpath in dataloop.walk_json_folder(annotations).items():
+            rec = dataloop.load_item_json(str(jpath))
+            qa = rec.get("annotation_status") or {}
+            anns = []
+            for a in rec["annotations"]:
+                if isinstance(a.get("label"), str):
+                    labels.add(a["label"])
+                if a["id"] in qa:  # back into the annotation; Editor moves it to the status layer
+                    md = dict(a.get("metadata") or {})
+                    md["system"] = dict(md.get("system") or {}, status=qa[a["id"]])
+                    a = dict(a, metadata=md)
+                anns.append(a)
+            target = normalize_filename(prefix + fn)
+            out[target] = anns
+            extras[target] = rec
+        return out, sorted(labels), extras
+    raise UsageError(f"unknown annotation format {fmt!r}", hint="use --format coco or --format dataloop")
+
+
+def _apply_annotations(editor: Editor, by_file: dict[str, list[dict[str, Any]]],
+                       extras: dict[str, dict[str, Any]], stats: IngestStats) -> None:
+    for fn in sorted(by_file):
+        iid = editor.item_id(fn)
+        if iid is None:
+            stats.skipped.append(fn)
+            continue
+        anns = [dict(a, id=_stable_annotation_id(iid, a)) for a in by_file[fn]]
+        existing = editor.current_annotations(iid)
+        if [existing.get(a["id"]) for a in anns] != anns or len(existing) != len(anns):
+            editor.set_annotations(fn, anns)
+        extra = extras.get(fn)
+        if extra:
+            md = extra.get("metadata") or {}
+            if md.get("user") or md.get("system"):
+                editor.update_metadata(fn, user=md.get("user"), system=md.get("system"))
+            for tid, t in (extra.get("tasks") or {}).items():
+                t = dict(t)
+                editor.set_task_status(fn, tid, t.pop("status", None), **t)
+            if extra.get("hidden"):
+                editor.set_hidden(fn, True)
+        if anns:
+            stats.annotated += 1
+
+
+def _stable_annotation_id(iid: bytes, a: dict[str, Any]) -> str:
+    """Re-importing the same COCO file must not mint new ids (it would look like a change)."""
+    coco_id = ((a.get("metadata") or {}).get("system") or {}).get("coco", {}).get("id")
+    if coco_id is None:
+        return str(a["id"])
+    return hash_bytes(iid + b"coco:" + str(coco_id).encode())[:12].hex()
+
+
+def progress_bar(label: str) -> Progress:
+    """A one-line progress bar on stderr (only when stderr is a terminal, or DVS_PROGRESS=1)."""
+    show = sys.stderr.isatty() or os.environ.get("DVS_PROGRESS") == "1"
+    start = time.monotonic()
+
+    def cb(done: int, total: int) -> None:
+        if not show or total < 500:
+            return
+        el = time.monotonic() - start
+        rate = done / el if el > 0 else 0
+        w = 30
+        filled = int(w * done / total)
+        sys.stderr.write(f"\r{label} [{'#' * filled}{'.' * (w - filled)}] {done}/{total} {rate:,.0f}/s")
+        if done == total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    return cb

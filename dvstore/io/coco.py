@@ -1,0 +1,370 @@
+"""COCO instances files: reading one into labels and per-file annotations in the stored shape.
+
+This module owns the translation from a COCO ``instances`` JSON (``images``, ``annotations``,
+``categories``) to dvstore annotations, which follow Dataloop's annotation JSON:
+
+* ``bbox [x, y, w, h]`` with no usable segmentation -> ``type "box"``, coordinates
+  ``[{"x": x, "y": y, "z": 0}, {"x": x + w, "y": y + h, "z": 0}]`` (top-left, bottom-right).
+* polygon segmentation ``[[x1, y1, x2, y2, ...], ...]`` -> ``type "segment"``, coordinates
+  ``[[{"x", "y", "z": 0}, ...], ...]``: one point list per COCO polygon part, in order.
+  COCO's parts are disjoint pieces of one object (not holes). dtlpy's ``Polygon`` reads only
+  the first list, so a Dataloop tool shows the first part; the rest are kept, not dropped.
+* RLE segmentation (``{"size": [h, w], "counts": [...] | "..."}``, usually ``iscrowd: 1``)
+  -> ``type "binary"``, coordinates a Dataloop mask: ``"data:image/png;base64,..."``, an
+  RGBA PNG of the image size, white and opaque where the mask is set (what dtlpy's
+  ``Segmentation`` writes and reads). The original RLE stays in ``metadata.system.coco``.
+
+Nothing in the COCO record is lost: ``metadata.system.coco`` keeps every field of the COCO
+annotation (``id``, ``iscrowd``, ``area``, ``bbox``, ``category_id``, ``keypoints``, tool
+extras...) except ``image_id`` (the item says it) and a polygon ``segmentation`` (the
+coordinates hold it exactly, numbers unchanged). ``attributes`` is ``{}``.
+
+Labels are category names; ``supercategory`` does not enter the label (a COCO supercategory
+is a grouping, not an ontology parent that annotations use). ``CocoImport.categories`` keeps
+the category records, supercategory included, for whoever builds the recipe.
+
+It must not read images, touch the store, or accept a ``file_name`` that could leave the
+directory being added. Every malformed input is an ``ImportFormatError`` naming the file and
+the entry; no other exception escapes.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from dvstore.errors import ImportFormatError, InvalidNameError
+from dvstore.io.dataloop import check_storable, read_json_file
+from dvstore.io.imageinfo import encode_png
+from dvstore.model import new_annotation_id, normalize_filename
+
+PNG_DATA_URI = "data:image/png;base64,"
+# A mask is decoded to an RGBA PNG in memory: cap it (8192 x 8192) so that a hostile
+# "size" cannot ask for gigabytes.
+MAX_MASK_PIXELS = 8192 * 8192
+_RLE_FIRST, _RLE_LAST = 48, 48 + 63  # COCO's compressed RLE alphabet: chr(48) .. chr(111)
+
+
+@dataclass(frozen=True, slots=True)
+class CocoImport:
+    """What a COCO file says, ready to join with the files being added.
+
+    Attributes:
+        labels: Category names in category-id order, each once.
+        by_file: ``file_name`` (relative POSIX path, as written in the file) -> annotations
+            in the stored shape; an image without annotations maps to ``[]``.
+        images: ``file_name`` -> the COCO image record (``id``, ``width``, ``height``, ...).
+        categories: The COCO category records in id order (``id``, ``name``,
+            ``supercategory``, ``keypoints``...), for building a recipe.
+    """
+
+    labels: list[str]
+    by_file: dict[str, list[dict[str, Any]]]
+    images: dict[str, dict[str, Any]] = field(default_factory=dict)
+    categories: list[dict[str, Any]] = field(default_factory=list)
+
+
+def load_coco(path: str | os.PathLike[str]) -> CocoImport:
+    """Read a COCO instances file.
+
+    Args:
+        path: The COCO JSON file. Its ``file_name`` values are relative to the directory
+            being added (CLI.md), not to the file itself.
+
+    Returns:
+        The labels, per-file annotations, image and category records.
+
+    Raises:
+        ImportFormatError: The file is not JSON or not a COCO instances document: missing
+            or mistyped keys, duplicate image or category ids or file names, an annotation
+            naming an unknown image or category, an absolute or escaping ``file_name``, a
+            malformed box, polygon or RLE. The message names the file and the entry.
+    """
+    where = str(path)
+    doc = read_json_file(path)
+    return parse_coco(doc, where)
+
+
+def parse_coco(doc: Any, where: str = "<coco>") -> CocoImport:
+    """Like ``load_coco``, for a document already parsed; ``where`` names it in errors."""
+    check_storable(doc, where)
+    if not isinstance(doc, dict):
+        raise ImportFormatError(f"{where}: a COCO file must be a JSON object")
+    images_in = _list(doc, "images", where, required=True)
+    annotations_in = _list(doc, "annotations", where, required=False)
+    categories_in = _list(doc, "categories", where, required=False)
+
+    categories = _categories(categories_in, where)
+    names = {cid: c["name"] for cid, c in categories.items()}
+    labels = list(dict.fromkeys(names[cid] for cid in sorted(categories, key=_id_order)))
+
+    images: dict[str, dict[str, Any]] = {}
+    file_of: dict[Any, str] = {}
+    for i, img in enumerate(images_in):
+        at = f"images[{i}]"
+        if not isinstance(img, dict):
+            raise ImportFormatError(f"{where}: {at}: an image must be an object")
+        img_id = _coco_id(img, "id", where, at)
+        at = f"images[{i}] (id {img_id!r})"
+        name = _file_name(img.get("file_name"), where, at)
+        if img_id in file_of:
+            raise ImportFormatError(f"{where}: {at}: duplicate image id")
+        if name in images:
+            raise ImportFormatError(f"{where}: {at}: file_name {name!r} appears twice")
+        file_of[img_id] = name
+        images[name] = img
+
+    by_file: dict[str, list[dict[str, Any]]] = {name: [] for name in images}
+    for i, ann in enumerate(annotations_in):
+        at = f"annotations[{i}]"
+        if not isinstance(ann, dict):
+            raise ImportFormatError(f"{where}: {at}: an annotation must be an object")
+        ann_id = _coco_id(ann, "id", where, at)
+        at = f"annotations[{i}] (id {ann_id!r})"
+        image_id = _coco_id(ann, "image_id", where, at)
+        category_id = _coco_id(ann, "category_id", where, at)
+        if image_id not in file_of:
+            raise ImportFormatError(f"{where}: {at}: image_id {image_id!r} names no image")
+        if category_id not in names:
+            raise ImportFormatError(f"{where}: {at}: category_id {category_id!r} names no category")
+        by_file[file_of[image_id]].append(_annotation(ann, names[category_id], where, at))
+
+    return CocoImport(
+        labels=labels,
+        by_file=by_file,
+        images=images,
+        categories=[categories[cid] for cid in sorted(categories, key=_id_order)],
+    )
+
+
+def _list(doc: dict[str, Any], key: str, where: str, *, required: bool) -> list[Any]:
+    if key not in doc:
+        if required:
+            raise ImportFormatError(f"{where}: missing {key!r}: not a COCO instances file")
+        return []
+    value = doc[key]
+    if not isinstance(value, list):
+        raise ImportFormatError(f"{where}: {key!r} must be a list")
+    return value
+
+
+def _coco_id(record: dict[str, Any], key: str, where: str, at: str) -> Any:
+    # COCO ids are ints; some tools write strings. Both are fine, bools are not ints here.
+    if key not in record:
+        raise ImportFormatError(f"{where}: {at}: missing {key!r}")
+    value = record[key]
+    if type(value) is int or (type(value) is str and value):
+        return value
+    raise ImportFormatError(f"{where}: {at}: {key} must be an integer or a string")
+
+
+def _id_order(cid: Any) -> tuple[int, Any]:
+    # Ints before strings so that a mixed file still sorts deterministically.
+    return (0, cid) if type(cid) is int else (1, cid)
+
+
+def _categories(categories_in: list[Any], where: str) -> dict[Any, dict[str, Any]]:
+    out: dict[Any, dict[str, Any]] = {}
+    for i, cat in enumerate(categories_in):
+        at = f"categories[{i}]"
+        if not isinstance(cat, dict):
+            raise ImportFormatError(f"{where}: {at}: a category must be an object")
+        cid = _coco_id(cat, "id", where, at)
+        name = cat.get("name")
+        if type(name) is not str or not name.strip():
+            raise ImportFormatError(f"{where}: {at} (id {cid!r}): name must be a non-empty string")
+        sup = cat.get("supercategory")
+        if sup is not None and type(sup) is not str:
+            raise ImportFormatError(f"{where}: {at} (id {cid!r}): supercategory must be a string")
+        if cid in out:
+            raise ImportFormatError(f"{where}: {at}: duplicate category id {cid!r}")
+        out[cid] = cat
+    return out
+
+
+def _file_name(name: Any, where: str, at: str) -> str:
+    if type(name) is not str or not name:
+        raise ImportFormatError(f"{where}: {at}: file_name must be a non-empty string")
+    if name.startswith("/"):
+        raise ImportFormatError(
+            f"{where}: {at}: file_name {name!r} is absolute",
+            hint="COCO file_name must be relative to the directory being added",
+        )
+    try:
+        normalize_filename(name)
+    except InvalidNameError as e:
+        raise ImportFormatError(f"{where}: {at}: file_name {name!r}: {e.message}") from None
+    return name
+
+
+def _annotation(ann: dict[str, Any], label: str, where: str, at: str) -> dict[str, Any]:
+    coco = {k: v for k, v in ann.items() if k != "image_id"}
+    bbox = ann.get("bbox")
+    if bbox is not None:
+        _bbox(bbox, where, at)
+    seg = ann.get("segmentation")
+    ann_type: str
+    coordinates: Any
+    if isinstance(seg, dict):
+        ann_type, coordinates = "binary", _rle_to_png_uri(seg, where, at)
+    elif seg is not None and _has_points(seg, where, at):
+        ann_type, coordinates = "segment", _polygons(seg, where, at)
+        del coco["segmentation"]  # exactly in the coordinates
+    elif bbox is not None:
+        x, y, w, h = bbox
+        ann_type = "box"
+        coordinates = [{"x": x, "y": y, "z": 0}, {"x": x + w, "y": y + h, "z": 0}]
+    else:
+        raise ImportFormatError(f"{where}: {at}: has neither a bbox nor a segmentation")
+    return {
+        "id": new_annotation_id(),
+        "type": ann_type,
+        "label": label,
+        "coordinates": coordinates,
+        "attributes": {},
+        "metadata": {"system": {"coco": coco}, "user": {}},
+    }
+
+
+def _is_number(v: Any) -> bool:
+    return type(v) is int or type(v) is float
+
+
+def _bbox(bbox: Any, where: str, at: str) -> None:
+    if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
+        raise ImportFormatError(f"{where}: {at}: bbox must be [x, y, width, height] numbers")
+    if bbox[2] < 0 or bbox[3] < 0:
+        raise ImportFormatError(f"{where}: {at}: bbox has a negative width or height")
+
+
+def _has_points(seg: Any, where: str, at: str) -> bool:
+    # [] and [[]] mean "no segmentation" in files that only have boxes.
+    if not isinstance(seg, list) or not all(isinstance(part, list) for part in seg):
+        raise ImportFormatError(f"{where}: {at}: segmentation must be a list of polygons or an RLE object")
+    return any(part for part in seg)
+
+
+def _polygons(seg: list[list[Any]], where: str, at: str) -> list[list[dict[str, Any]]]:
+    parts = []
+    for j, part in enumerate(seg):
+        if len(part) % 2 or not all(_is_number(v) for v in part):
+            raise ImportFormatError(
+                f"{where}: {at}: segmentation[{j}] must be an even-length list of numbers [x1, y1, x2, y2, ...]"
+            )
+        parts.append([{"x": part[k], "y": part[k + 1], "z": 0} for k in range(0, len(part), 2)])
+    return parts
+
+
+def rle_counts(rle: Any, where: str = "<rle>", at: str = "segmentation") -> tuple[int, int, list[int]]:
+    """Validate a COCO RLE object and return ``(height, width, counts)``.
+
+    Args:
+        rle: ``{"size": [height, width], "counts": [int, ...] | str}``; a string is COCO's
+            compressed form (pycocotools ``rleToString``).
+        where: Names the file in errors.
+        at: Names the entry in errors.
+
+    Returns:
+        The mask size and its run lengths: column-major, starting with a run of zeros,
+        summing to ``height * width``.
+
+    Raises:
+        ImportFormatError: A malformed size or counts, or runs that do not cover the mask.
+    """
+    if not isinstance(rle, dict):
+        raise ImportFormatError(f"{where}: {at}: an RLE must be an object")
+    size = rle.get("size")
+    if not (isinstance(size, list) and len(size) == 2 and all(type(v) is int and v >= 0 for v in size)):
+        raise ImportFormatError(f"{where}: {at}: RLE size must be [height, width] non-negative integers")
+    height, width = size
+    raw = rle.get("counts")
+    if isinstance(raw, str):
+        counts = _decode_counts(raw, where, at)
+    elif isinstance(raw, list) and all(type(v) is int for v in raw):
+        counts = raw
+    else:
+        raise ImportFormatError(f"{where}: {at}: RLE counts must be a list of integers or a string")
+    if any(c < 0 for c in counts):
+        raise ImportFormatError(f"{where}: {at}: RLE counts must not be negative")
+    if sum(counts) != height * width:
+        raise ImportFormatError(
+            f"{where}: {at}: RLE counts cover {sum(counts)} pixels, the size {height}x{width} has {height * width}"
+        )
+    return height, width, counts
+
+
+def _decode_counts(s: str, where: str, at: str) -> list[int]:
+    # pycocotools rleFrString: 5 bits per character with a continuation bit (0x20) and a
+    # sign bit (0x10) on the last one; from the third count on, each is a delta from the
+    # count two before it.
+    counts: list[int] = []
+    p, n = 0, len(s)
+    while p < n:
+        x, k, more = 0, 0, True
+        while more:
+            if p >= n:
+                raise ImportFormatError(f"{where}: {at}: RLE counts string ends mid-number")
+            c = ord(s[p])
+            if not _RLE_FIRST <= c <= _RLE_LAST:
+                raise ImportFormatError(f"{where}: {at}: RLE counts string has an invalid character {s[p]!r}")
+            c -= _RLE_FIRST
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p += 1
+            k += 1
+            if not more and c & 0x10:
+                x |= -1 << (5 * k)
+            if k > 13:  # more than 64 bits
+                raise ImportFormatError(f"{where}: {at}: RLE count out of range")
+        if len(counts) > 2:
+            x += counts[-2]
+        counts.append(x)
+    return counts
+
+
+def rle_to_png(rle: Any, where: str = "<rle>", at: str = "segmentation") -> bytes:
+    """Render a COCO RLE as the RGBA PNG Dataloop stores for a ``binary`` annotation.
+
+    Args:
+        rle: A COCO RLE object (see ``rle_counts``).
+        where: Names the file in errors.
+        at: Names the entry in errors.
+
+    Returns:
+        PNG bytes: white opaque pixels where the mask is set, transparent elsewhere.
+
+    Raises:
+        ImportFormatError: The RLE is malformed, empty in a dimension, or larger than
+            ``MAX_MASK_PIXELS``.
+    """
+    height, width, counts = rle_counts(rle, where, at)
+    if height == 0 or width == 0:
+        raise ImportFormatError(f"{where}: {at}: RLE mask of size {height}x{width} is empty")
+    if height * width > MAX_MASK_PIXELS:
+        raise ImportFormatError(f"{where}: {at}: RLE mask of {height}x{width} is larger than {MAX_MASK_PIXELS} pixels")
+    # COCO masks are column-major: index = x * height + y. Build that, then read rows with
+    # a strided slice (C speed, no per-pixel Python loop).
+    flat = bytearray(height * width)
+    pos, value = 0, 0
+    for run in counts:
+        if value:
+            flat[pos : pos + run] = b"\xff" * run
+        pos += run
+        value ^= 1
+
+    def rows() -> Any:
+        out = bytearray(4 * width)
+        for y in range(height):
+            row = flat[y::height]
+            for ch in range(4):
+                out[ch::4] = row
+            yield bytes(out)
+
+    return encode_png(width, height, rows(), channels=4)
+
+
+def _rle_to_png_uri(rle: dict[str, Any], where: str, at: str) -> str:
+    png = rle_to_png(rle, where, f"{at}.segmentation")
+    return PNG_DATA_URI + base64.b64encode(png).decode("ascii")

@@ -1,0 +1,381 @@
+"""The repository core: one store on disk, its refs, and the write order.
+
+It owns the ``.dvs/`` layout, the dataset registry, heads, tags and the reflog, revision
+parsing, and ``publish``: the single place where a new version becomes real (DESIGN §3 write
+order: blobs, then objects, then one LMDB transaction that compare-and-swaps the head and
+appends the reflog). It knows nothing about annotations, filters or the CLI.
+
+LMDB keys:
+  datasets  name (utf-8)                  -> {"id": hex, "name", "created", ...}
+  refs      b"head:" + dataset id (16 B)  -> commit id (32 B)
+            b"tag:" + dataset id + b":" + tag name -> commit id
+  reflog    dataset id + seq (8 B, big-endian) -> {"old", "new", "op", "time", "message", "name"}
+  index     b"path:" + items root         -> root of the derived filename -> item id tree
+  meta      b"format"                      -> b"1"
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import struct
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from dvstore import codec, testhooks, tree
+from dvstore.errors import (
+    ConflictError,
+    CorruptionError,
+    CorruptObjectError,
+    FormatVersionError,
+    NotFoundError,
+    UsageError,
+)
+from dvstore.hashing import Digest, hash_bytes, short
+from dvstore.locks import store_lock
+from dvstore.model import FORMAT, Commit, now_iso, validate_dataset_name
+from dvstore.storage.blobs import BlobStore
+from dvstore.storage.db import Database, WriteTxn
+from dvstore.storage.objects import LmdbObjectStore
+
+STORE_DIR = ".dvs"
+CONFIG = "config.json"
+COMMIT = b"commit"
+RECIPE = b"recipe"
+ANNSET = b"annset"
+_REV_RE = re.compile(r"^(?P<name>[^@]+)(?:@(?P<rev>.*))?$")
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetRecord:
+    name: str
+    id: bytes
+    created: str
+    info: dict[str, Any]
+
+    @property
+    def id_hex(self) -> str:
+        return self.id.hex()
+
+
+def find_store(start: str | None = None, explicit: str | None = None) -> str:
+    """Return the path of the ``.dvs`` directory to use (CLI.md "Finding the store")."""
+    cand = explicit or os.environ.get("DVS_STORE")
+    if cand:
+        p = os.path.abspath(cand)
+        if os.path.basename(p) != STORE_DIR and os.path.isdir(os.path.join(p, STORE_DIR)):
+            p = os.path.join(p, STORE_DIR)
+        if not os.path.isfile(os.path.join(p, CONFIG)):
+            raise NotFoundError(f"no dvs store at {cand}", hint="create one with 'dvs init'")
+        return p
+    d = os.path.abspath(start or os.getcwd())
+    while True:
+        p = os.path.join(d, STORE_DIR)
+        if os.path.isfile(os.path.join(p, CONFIG)):
+            return p
+        parent = os.path.dirname(d)
+        if parent == d:
+            raise NotFoundError("no dvs store found here or in any parent directory",
+                                hint="create one with 'dvs init', or pass --store / set DVS_STORE")
+        d = parent
+
+
+class Repository:
+    """One open store."""
+
+    def __init__(self, dvs_dir: str) -> None:
+        self.dir = os.path.abspath(dvs_dir)
+        self.config = self._read_config()
+        self.db = Database(os.path.join(self.dir, "db"))
+        self.objects = LmdbObjectStore(self.db)
+        self.blobs = BlobStore(self.dir, self.db)
+        self.lock_path = os.path.join(self.dir, "lock")
+
+    # -- creation --------------------------------------------------------------------
+
+    @classmethod
+    def init(cls, parent: str) -> Repository:
+        d = os.path.join(os.path.abspath(parent), STORE_DIR)
+        if os.path.exists(os.path.join(d, CONFIG)):
+            raise UsageError(f"a dvs store already exists at {d}")
+        for sub in ("", "blobs", "tmp", "db"):
+            os.makedirs(os.path.join(d, sub), mode=0o700, exist_ok=True)
+        cfg = {"format": FORMAT, "store_id": uuid.uuid4().hex, "hash": "blake3"}
+        tmp = os.path.join(d, "tmp", CONFIG + ".partial")
+        with open(tmp, "w") as f:
+            json.dump(cfg, f, indent=2, sort_keys=True)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, os.path.join(d, CONFIG))
+        repo = cls(d)
+        repo.db.write(lambda t: t.put("meta", b"format", str(FORMAT).encode()))
+        return repo
+
+    def _read_config(self) -> dict[str, Any]:
+        path = os.path.join(self.dir, CONFIG)
+        try:
+            with open(path) as f:
+                cfg = json.load(f)
+        except FileNotFoundError:
+            raise NotFoundError(f"no dvs store at {os.path.dirname(self.dir)}",
+                                hint="create one with 'dvs init'") from None
+        except (OSError, ValueError) as e:
+            raise CorruptionError(f"unreadable store config {path}: {e}") from None
+        if not isinstance(cfg, dict) or not isinstance(cfg.get("format"), int):
+            raise CorruptionError(f"malformed store config {path}")
+        if cfg["format"] > FORMAT:
+            raise FormatVersionError(
+                f"this store has format {cfg['format']}, newer than this dvs understands ({FORMAT})",
+                hint="upgrade dvstore",
+            )
+        return cfg
+
+    def lock(self, *, exclusive: bool = False, timeout: float | None = None) -> Any:
+        return store_lock(self.lock_path, exclusive=exclusive, timeout=timeout)
+
+    # -- objects ---------------------------------------------------------------------
+
+    def commit(self, oid: bytes) -> Commit:
+        return Commit.from_record(self.objects.get(oid, COMMIT))
+
+    def put_commit(self, c: Commit) -> Digest:
+        return self.objects.put(COMMIT, c.to_record())
+
+    def recipe(self, oid: bytes) -> dict[str, Any]:
+        r = self.objects.get(oid, RECIPE)
+        if not isinstance(r, dict):
+            raise CorruptObjectError(f"malformed recipe {short(oid)}")
+        return r
+
+    # -- datasets and refs -----------------------------------------------------------
+
+    def datasets(self) -> list[DatasetRecord]:
+        return [self._decode_ds(v) for _, v in self.db.scan("datasets")]
+
+    @staticmethod
+    def _decode_ds(raw: bytes) -> DatasetRecord:
+        r = codec.decode(raw)
+        try:
+            return DatasetRecord(r["name"], bytes.fromhex(r["id"]), r["created"], r.get("info", {}))
+        except (KeyError, TypeError, ValueError):
+            raise CorruptObjectError("malformed dataset record") from None
+
+    def dataset(self, name: str) -> DatasetRecord:
+        raw = self.db.get("datasets", name.encode("utf-8", "surrogatepass"))
+        if raw is None:
+            raise NotFoundError(f"Dataset not found. Name: '{name}'", hint="list datasets with 'dvs datasets'")
+        return self._decode_ds(raw)
+
+    def head(self, ds: DatasetRecord) -> Digest:
+        raw = self.db.get("refs", b"head:" + ds.id)
+        if raw is None or len(raw) != 32:
+            raise CorruptionError(f"dataset {ds.name} has no head", hint="run 'dvs fsck'")
+        return Digest(raw)
+
+    def tags(self, ds: DatasetRecord) -> dict[str, Digest]:
+        prefix = b"tag:" + ds.id + b":"
+        return {k[len(prefix):].decode(): Digest(v) for k, v in self.db.scan("refs", prefix)}
+
+    def reflog(self, ds: DatasetRecord) -> list[dict[str, Any]]:
+        """Head moves, newest first."""
+        rows = self.db.scan("reflog", ds.id)
+        out = []
+        for _, v in reversed(rows):
+            r = codec.decode(v)
+            if isinstance(r, dict):
+                out.append(r)
+        return out
+
+    def dataset_by_id(self, dsid: bytes) -> DatasetRecord | None:
+        for d in self.datasets():
+            if d.id == dsid:
+                return d
+        return None
+
+    # -- publishing (the write order) -------------------------------------------------
+
+    def publish(
+        self,
+        *,
+        ds: DatasetRecord | None,
+        expected_head: bytes | None,
+        commit: Commit,
+        op_message: str = "",
+        create: DatasetRecord | None = None,
+        extra: Callable[[WriteTxn], None] | None = None,
+        path_index: tuple[bytes, bytes] | None = None,
+    ) -> Digest:
+        """Make ``commit`` the new head of ``ds`` (or of the new dataset ``create``).
+
+        Blobs staged in the blob store and objects staged in the object store are written in
+        the same LMDB transaction; large blobs were already made durable by the blob store.
+        The head must still be ``expected_head`` inside the transaction, else ConflictError.
+        """
+        cid = self.put_commit(commit)
+        target = create or ds
+        assert target is not None
+        size = self.objects.pending_size() + self.blobs.pending_size()
+        self.db.ensure_room(size)
+        testhooks.point("before_lmdb_commit")
+
+        def txn(t: WriteTxn) -> None:
+            key = b"head:" + target.id
+            if create is not None:
+                if t.get("datasets", create.name.encode()) is not None:
+                    raise UsageError(f"Dataset already exists: {create.name}")
+                rec = {"id": create.id.hex(), "name": create.name, "created": create.created, "info": create.info}
+                t.put("datasets", create.name.encode(), codec.encode(rec))
+                old = None
+            else:
+                cur = t.get("refs", key)
+                if cur != expected_head:
+                    raise ConflictError(
+                        f"dataset {target.name} moved: expected head "
+                        f"{short(expected_head) if expected_head else 'none'}, found {short(cur) if cur else 'none'}",
+                        hint="another process committed first; run the command again",
+                    )
+                old = cur
+            self.blobs.write_pending(t)
+            self.objects.write_pending(t)
+            t.put("refs", key, cid)
+            if path_index is not None:
+                t.put("index", b"path:" + path_index[0], path_index[1])
+            if extra is not None:
+                extra(t)
+            self._append_reflog(t, target, old, cid, commit.op, op_message or commit.message)
+
+        self.db.write(txn)
+        self.objects.committed()
+        self.blobs.committed()
+        testhooks.point("after_lmdb_commit")
+        return cid
+
+    def _append_reflog(self, t: WriteTxn, ds: DatasetRecord, old: bytes | None, new: bytes | None,
+                       op: str, message: str) -> None:
+        last = t.last_key("reflog", ds.id)
+        seq = struct.unpack(">Q", last[16:24])[0] + 1 if last else 0
+        rec = {"old": old, "new": new, "op": op, "time": now_iso(), "message": message, "name": ds.name}
+        t.put("reflog", ds.id + struct.pack(">Q", seq), codec.encode(rec))
+
+    def move_ref(self, ds: DatasetRecord, *, tag: str | None = None, new: bytes | None, expected: bytes | None,
+                 op: str, message: str = "", force: bool = False) -> None:
+        """Set or delete a tag, or move a head to an existing commit (restore)."""
+        def txn(t: WriteTxn) -> None:
+            if tag is not None:
+                key = b"tag:" + ds.id + b":" + tag.encode()
+                if not force and t.get("refs", key) is not None and new is not None:
+                    raise UsageError(f"tag already exists: {tag}")
+                if new is None:
+                    if not t.delete("refs", key):
+                        raise NotFoundError(f"no tag {tag} on {ds.name}")
+                else:
+                    t.put("refs", key, new)
+                return
+            key = b"head:" + ds.id
+            cur = t.get("refs", key)
+            if cur != expected:
+                raise ConflictError(f"dataset {ds.name} moved under this operation",
+                                    hint="run the command again")
+            if new is None:
+                t.delete("refs", key)
+                t.delete("datasets", ds.name.encode())
+            else:
+                t.put("refs", key, new)
+            self._append_reflog(t, ds, cur, new, op, message)
+        self.db.write(txn)
+
+    # -- revisions ---------------------------------------------------------------------
+
+    def resolve(self, spec: str) -> tuple[DatasetRecord, Digest]:
+        """Parse ``NAME[@REV]`` into (dataset, commit id)."""
+        m = _REV_RE.match(spec or "")
+        if not m:
+            raise UsageError(f"invalid revision: {spec!r}", hint="use NAME or NAME@REV")
+        name, rev = m.group("name"), m.group("rev")
+        validate_dataset_name(name)
+        ds = self.dataset(name)
+        head = self.head(ds)
+        if rev is None or rev == "":
+            return ds, head
+        return ds, self.resolve_rev(ds, head, rev)
+
+    def resolve_rev(self, ds: DatasetRecord, head: Digest, rev: str) -> Digest:
+        if rev.startswith("~"):
+            try:
+                n = int(rev[1:] or "1")
+            except ValueError:
+                raise UsageError(f"invalid revision: {ds.name}@{rev}") from None
+            c = head
+            for _ in range(n):
+                parents = self.commit(c).parents
+                if not parents:
+                    raise NotFoundError(f"{ds.name}@{rev}: the history is shorter than {n} versions")
+                c = Digest(parents[0])
+            return c
+        if rev.startswith("{") and rev.endswith("}"):
+            try:
+                n = int(rev[1:-1])
+            except ValueError:
+                raise UsageError(f"invalid reflog revision: {ds.name}@{rev}") from None
+            log = self.reflog(ds)
+            if not 0 <= n < len(log) or log[n].get("new") is None:
+                raise NotFoundError(f"{ds.name}@{rev}: no such reflog entry", hint=f"see 'dvs reflog {ds.name}'")
+            return Digest(log[n]["new"])
+        tags = self.tags(ds)
+        if rev in tags:
+            return tags[rev]
+        if re.fullmatch(r"[0-9a-f]{6,64}", rev):
+            return self._by_prefix(ds, rev)
+        raise NotFoundError(f"unknown revision {ds.name}@{rev}", hint=f"see 'dvs log {ds.name}'")
+
+    def _by_prefix(self, ds: DatasetRecord, hexprefix: str) -> Digest:
+        even = hexprefix[: len(hexprefix) // 2 * 2]
+        raw = bytes.fromhex(even)
+        found = []
+        for k, v in self.db.scan("objects", raw):
+            if k.hex().startswith(hexprefix) and v.startswith(COMMIT + b"\0"):
+                found.append(k)
+                if len(found) > 1:
+                    break
+        if not found:
+            raise NotFoundError(f"unknown revision {ds.name}@{hexprefix}", hint=f"see 'dvs log {ds.name}'")
+        if len(found) > 1:
+            raise UsageError(f"ambiguous revision {ds.name}@{hexprefix}", hint="give more hex digits")
+        return Digest(found[0])
+
+    def history(self, head: bytes, limit: int | None = None) -> Iterator[tuple[Digest, Commit]]:
+        """Versions reachable from ``head``, newest first (by time, then id)."""
+        seen = {head}
+        frontier = [(head, self.commit(head))]
+        n = 0
+        while frontier:
+            frontier.sort(key=lambda p: (p[1].time, p[0]), reverse=True)
+            cid, c = frontier.pop(0)
+            yield Digest(cid), c
+            n += 1
+            if limit is not None and n >= limit:
+                return
+            for p in c.parents:
+                if p not in seen:
+                    seen.add(p)
+                    frontier.append((p, self.commit(p)))
+
+    # -- derived filename index ----------------------------------------------------------
+
+    def path_index(self, items_root: bytes) -> Digest:
+        """Root of the filename -> item id tree for ``items_root``; rebuilt if missing."""
+        raw = self.db.get("index", b"path:" + items_root)
+        if raw is not None and self.objects.has(raw):
+            return Digest(raw)
+        root = tree.build(self.objects, ((path_key(v["filename"]), [v["filename"], k])
+                                         for k, v in tree.items(self.objects, items_root)))
+        return root
+
+
+def path_key(filename: str) -> bytes:
+    """Key of a filename in the derived path index."""
+    return hash_bytes(filename.encode("utf-8"))[:16]

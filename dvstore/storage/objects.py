@@ -1,0 +1,140 @@
+"""Content-addressed structured objects: tree nodes, commits, recipes, annotation sets.
+
+An object is (tag, payload): payload is canonical msgpack, the id is
+blake3(tag + b"\\0" + payload), and the stored value is exactly that hash input, so reading
+verifies by hashing the value and comparing it with the key. A read that fails verification
+raises ``CorruptObjectError``; nothing unverified is ever returned.
+
+Writes are staged: ``put`` computes the id and keeps the bytes in a pending batch that the
+repository flushes inside its one LMDB write transaction (write order step 2-3, DESIGN §3).
+Reads see staged objects first. Two implementations share one contract: ``MemoryObjectStore``
+(tests, pure algorithms) and ``LmdbObjectStore``.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any, Protocol
+
+from dvstore import codec
+from dvstore.errors import CorruptObjectError, NotFoundError
+from dvstore.hashing import Digest, hash_bytes, object_id, short
+from dvstore.storage.db import Database, WriteTxn
+
+TAGS = frozenset({b"leaf", b"node", b"commit", b"recipe", b"annset"})
+_CACHE_SIZE = 65536
+
+
+class ObjectStore(Protocol):
+    """What algorithms (tree, merge, diff) need: typed get and staged put."""
+
+    def get(self, oid: bytes, tag: bytes) -> Any: ...
+
+    def put(self, tag: bytes, value: Any) -> Digest: ...
+
+    def put_encoded(self, tag: bytes, payload: bytes) -> Digest: ...
+
+    def has(self, oid: bytes) -> bool: ...
+
+
+def _split(oid: bytes, raw: bytes) -> tuple[bytes, bytes]:
+    if hash_bytes(raw) != oid:
+        raise CorruptObjectError(f"object {short(oid)} does not match its id",
+                                 hint="run 'dvs fsck' to list damaged objects")
+    tag, sep, payload = raw.partition(b"\0")
+    if not sep or tag not in TAGS:
+        raise CorruptObjectError(f"object {short(oid)} has an unknown type")
+    return tag, payload
+
+
+class _Base:
+    def __init__(self) -> None:
+        self.pending: dict[bytes, bytes] = {}
+        self._cache: OrderedDict[bytes, tuple[bytes, Any]] = OrderedDict()
+
+    def _load_raw(self, oid: bytes) -> bytes | None:
+        raise NotImplementedError
+
+    def get(self, oid: bytes, tag: bytes) -> Any:
+        """Return the decoded value of object ``oid``, which must have type ``tag``.
+
+        The value is shared with a cache: callers must not mutate it.
+        """
+        hit = self._cache.get(oid)
+        if hit is not None:
+            self._cache.move_to_end(oid)
+            if hit[0] != tag:
+                raise CorruptObjectError(f"object {short(oid)} is a {hit[0].decode()}, expected {tag.decode()}")
+            return hit[1]
+        raw = self.pending.get(oid)
+        if raw is None:
+            raw = self._load_raw(oid)
+            if raw is None:
+                raise NotFoundError(f"object {short(oid)} is missing", hint="run 'dvs fsck'")
+        got, payload = _split(oid, raw)
+        if got != tag:
+            raise CorruptObjectError(f"object {short(oid)} is a {got.decode()}, expected {tag.decode()}")
+        value = codec.decode(payload)
+        self._cache[oid] = (tag, value)
+        if len(self._cache) > _CACHE_SIZE:
+            self._cache.popitem(last=False)
+        return value
+
+    def put(self, tag: bytes, value: Any) -> Digest:
+        return self.put_encoded(tag, codec.encode(value))
+
+    def put_encoded(self, tag: bytes, payload: bytes) -> Digest:
+        oid = object_id(tag, payload)
+        if oid not in self.pending:
+            self.pending[oid] = tag + b"\0" + payload
+        return oid
+
+    def has(self, oid: bytes) -> bool:
+        return oid in self.pending or self._load_raw(oid) is not None
+
+
+class MemoryObjectStore(_Base):
+    """An in-memory object store; ``flush`` moves staged objects into ``data``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.data: dict[bytes, bytes] = {}
+
+    def _load_raw(self, oid: bytes) -> bytes | None:
+        return self.data.get(oid)
+
+    def flush(self) -> None:
+        self.data.update(self.pending)
+        self.pending.clear()
+
+
+class LmdbObjectStore(_Base):
+    """Objects in the ``objects`` database of the store's LMDB environment."""
+
+    def __init__(self, db: Database) -> None:
+        super().__init__()
+        self.db = db
+
+    def _load_raw(self, oid: bytes) -> bytes | None:
+        return self.db.get("objects", oid)
+
+    def get_raw(self, oid: bytes) -> bytes | None:
+        return self.pending.get(oid) or self._load_raw(oid)
+
+    def pending_size(self) -> int:
+        return sum(len(v) for v in self.pending.values())
+
+    def write_pending(self, txn: WriteTxn) -> int:
+        """Store staged objects in ``txn`` (idempotent: re-runnable after map growth)."""
+        n = 0
+        for oid, raw in self.pending.items():
+            if txn.put("objects", oid, raw, overwrite=False):
+                n += 1
+        return n
+
+    def committed(self) -> None:
+        """Forget staged objects once the transaction that stored them committed."""
+        self.pending.clear()
+
+    def discard(self) -> None:
+        self.pending.clear()

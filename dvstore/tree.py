@@ -1,0 +1,299 @@
+"""The layer tree: a persistent, content-addressed hash array mapped trie (HAMT).
+
+It owns the node format and every algorithm over it: get, apply a batch of changes, build,
+iterate, count, and the diff of two roots. It works over any ``ObjectStore``; it never opens
+LMDB or files and knows nothing of what the values mean.
+
+Keys are 16-byte item ids (random, so the trie is balanced without rehashing). The shape is a
+function of the key set alone (history independence): a set S at depth d is a *leaf* (sorted
+[key, value] pairs) when |S| <= LEAF_MAX, otherwise a *node* splitting S by the d-th 4-bit
+nibble of the key, with a 16-bit bitmap of non-empty children and the subtree's entry count.
+So equal content has an equal root id whatever the order of edits, a commit of k changes
+rewrites O(k * depth) nodes, and diff skips every subtree whose ids are equal.
+
+Encodings (canonical msgpack): leaf = [[key, value], ...]; node = [bitmap, [child ids], count].
+Values must be canonical msgpack values; ``apply`` canonicalises the ones it is given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from dvstore import codec
+from dvstore.errors import CorruptObjectError
+from dvstore.hashing import Digest, object_id
+from dvstore.storage.objects import ObjectStore
+
+LEAF_MAX = 64
+FANOUT = 16
+LEAF = b"leaf"
+NODE = b"node"
+KEY_SIZE = 16
+MAX_DEPTH = KEY_SIZE * 2
+
+EMPTY_PAYLOAD = codec.encode_canonical([])
+EMPTY: Digest = object_id(LEAF, EMPTY_PAYLOAD)
+
+
+class _Delete:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "DELETE"
+
+
+DELETE: Any = _Delete()
+"""Marker for a deleted key in a change batch."""
+
+
+def nibble(key: bytes, depth: int) -> int:
+    b = key[depth >> 1]
+    return (b >> 4) if not depth & 1 else (b & 15)
+
+
+def read_node(store: ObjectStore, oid: bytes) -> tuple[list[Any] | None, int, list[bytes], int]:
+    """Load a node: returns (leaf entries or None, bitmap, children, count)."""
+    if oid == EMPTY:
+        return [], 0, [], 0
+    try:
+        v = store.get(oid, LEAF)
+        if not isinstance(v, list):
+            raise CorruptObjectError("malformed tree leaf")
+        return v, 0, [], len(v)
+    except CorruptObjectError as e:
+        if "expected leaf" not in str(e):
+            raise
+    v = store.get(oid, NODE)
+    try:
+        bitmap, children, count = v
+        if bin(bitmap).count("1") != len(children) or not 0 < bitmap < (1 << FANOUT):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise CorruptObjectError("malformed tree node") from None
+    return None, bitmap, children, count
+
+
+def _check_key(k: Any) -> None:
+    if type(k) is not bytes or len(k) != KEY_SIZE:
+        raise CorruptObjectError("malformed tree key")
+
+
+def _write_leaf(store: ObjectStore, entries: list[list[Any]]) -> Digest:
+    if not entries:
+        return EMPTY
+    return store.put_encoded(LEAF, codec.encode_canonical(entries))
+
+
+def _build(store: ObjectStore, entries: list[list[Any]], depth: int) -> Digest:
+    """Write the canonical subtree for sorted ``entries`` at ``depth``."""
+    if len(entries) <= LEAF_MAX or depth >= MAX_DEPTH:
+        return _write_leaf(store, entries)
+    groups: list[list[list[Any]]] = [[] for _ in range(FANOUT)]
+    for e in entries:
+        groups[nibble(e[0], depth)].append(e)
+    bitmap = 0
+    children = []
+    for i, g in enumerate(groups):
+        if g:
+            bitmap |= 1 << i
+            children.append(_build(store, g, depth + 1))
+    return store.put_encoded(NODE, codec.encode_canonical([bitmap, children, len(entries)]))
+
+
+def build(store: ObjectStore, entries: Iterable[tuple[bytes, Any]]) -> Digest:
+    """Build a tree from (key, value) pairs (any order; later duplicates win)."""
+    d: dict[bytes, Any] = {}
+    for k, v in entries:
+        _check_key(k)
+        d[k] = codec.canonical(v)
+    return _build(store, [[k, d[k]] for k in sorted(d)], 0)
+
+
+def _collect(store: ObjectStore, oid: bytes) -> list[list[Any]]:
+    out: list[list[Any]] = []
+    stack = [oid]
+    # Depth-first, children in nibble order, gives key order.
+    def walk(o: bytes) -> None:
+        entries, _, children, _ = read_node(store, o)
+        if entries is not None:
+            out.extend(entries)
+        else:
+            for c in children:
+                walk(c)
+    walk(stack[0])
+    return out
+
+
+def _apply(store: ObjectStore, oid: bytes, depth: int, changes: list[tuple[bytes, Any]]) -> tuple[Digest, int, int]:
+    """Apply sorted ``changes`` below ``oid``; return (new id, new count, old count)."""
+    entries, bitmap, children, count = read_node(store, oid)
+    if entries is not None:
+        merged: dict[bytes, Any] = {e[0]: e[1] for e in entries}
+        for k, v in changes:
+            if v is DELETE:
+                merged.pop(k, None)
+            else:
+                merged[k] = v
+        new_entries = [[k, merged[k]] for k in sorted(merged)]
+        return _build(store, new_entries, depth), len(new_entries), count
+    groups: dict[int, list[tuple[bytes, Any]]] = {}
+    for c in changes:
+        groups.setdefault(nibble(c[0], depth), []).append(c)
+    slots: dict[int, bytes] = {}
+    i = 0
+    for n in range(FANOUT):
+        if bitmap >> n & 1:
+            slots[n] = children[i]
+            i += 1
+    total = count
+    for n, g in groups.items():
+        child = slots.get(n, EMPTY)
+        new_child, new_c, old_c = _apply(store, child, depth + 1, g)
+        total += new_c - old_c
+        if new_c:
+            slots[n] = new_child
+        else:
+            slots.pop(n, None)
+    if total <= LEAF_MAX:
+        gathered: list[list[Any]] = []
+        for n in sorted(slots):
+            gathered.extend(_collect(store, slots[n]))
+        return _write_leaf(store, gathered), total, count
+    new_bitmap = 0
+    new_children = []
+    for n in sorted(slots):
+        new_bitmap |= 1 << n
+        new_children.append(slots[n])
+    return store.put_encoded(NODE, codec.encode_canonical([new_bitmap, new_children, total])), total, count
+
+
+def apply(store: ObjectStore, root: bytes, changes: Mapping[bytes, Any]) -> Digest:
+    """Return the root after setting each key to its value (``DELETE`` removes it)."""
+    if not changes:
+        return Digest(root)
+    batch = []
+    for k in sorted(changes):
+        _check_key(k)
+        v = changes[k]
+        batch.append((k, v if v is DELETE else codec.canonical(v)))
+    return _apply(store, root, 0, batch)[0]
+
+
+def get(store: ObjectStore, root: bytes, key: bytes) -> Any | None:
+    """Return the value at ``key`` or None."""
+    oid = root
+    depth = 0
+    while True:
+        entries, bitmap, children, _ = read_node(store, oid)
+        if entries is not None:
+            lo, hi = 0, len(entries)
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if entries[mid][0] < key:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            if lo < len(entries) and entries[lo][0] == key:
+                return entries[lo][1]
+            return None
+        n = nibble(key, depth)
+        if not bitmap >> n & 1:
+            return None
+        oid = children[bin(bitmap & ((1 << n) - 1)).count("1")]
+        depth += 1
+
+
+def count(store: ObjectStore, root: bytes) -> int:
+    return read_node(store, root)[3]
+
+
+def items(store: ObjectStore, root: bytes) -> Iterator[tuple[bytes, Any]]:
+    """Yield (key, value) in key order, loading one node at a time."""
+    stack = [root]
+    while stack:
+        entries, _, children, _ = read_node(store, stack.pop())
+        if entries is not None:
+            for k, v in entries:
+                yield k, v
+        else:
+            stack.extend(reversed(children))
+
+
+def keys(store: ObjectStore, root: bytes) -> Iterator[bytes]:
+    for k, _ in items(store, root):
+        yield k
+
+
+def _slots(bitmap: int, children: list[bytes]) -> dict[int, bytes]:
+    out = {}
+    i = 0
+    for n in range(FANOUT):
+        if bitmap >> n & 1:
+            out[n] = children[i]
+            i += 1
+    return out
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Equal as stored: Python's == would call 1, 1.0 and True equal."""
+    if a is b:
+        return True
+    if a != b:
+        return False
+    return codec.encode_canonical(a) == codec.encode_canonical(b)
+
+
+def diff(store: ObjectStore, a: bytes | None, b: bytes | None) -> Iterator[tuple[bytes, Any | None, Any | None]]:
+    """Yield (key, value in a or None, value in b or None) for every key that differs.
+
+    Subtrees with equal ids on both sides are skipped, so the cost follows the differences.
+    Keys come in key order.
+    """
+    yield from _diff(store, a or EMPTY, b or EMPTY, 0)
+
+
+def _diff(store: ObjectStore, a: bytes, b: bytes, depth: int) -> Iterator[tuple[bytes, Any, Any]]:
+    if a == b:
+        return
+    ea, bma, ca, _ = read_node(store, a)
+    eb, bmb, cb, _ = read_node(store, b)
+    if ea is None and eb is None:
+        sa, sb = _slots(bma, ca), _slots(bmb, cb)
+        for n in range(FANOUT):
+            x, y = sa.get(n, EMPTY), sb.get(n, EMPTY)
+            if x != y:
+                yield from _diff(store, x, y, depth + 1)
+        return
+    la = ea if ea is not None else _collect(store, a)
+    lb = eb if eb is not None else _collect(store, b)
+    yield from _diff_lists(la, lb)
+
+
+def _diff_lists(la: list[Any], lb: list[Any]) -> Iterator[tuple[bytes, Any, Any]]:
+    i = j = 0
+    while i < len(la) or j < len(lb):
+        if j >= len(lb) or (i < len(la) and la[i][0] < lb[j][0]):
+            yield la[i][0], la[i][1], None
+            i += 1
+        elif i >= len(la) or lb[j][0] < la[i][0]:
+            yield lb[j][0], None, lb[j][1]
+            j += 1
+        else:
+            if not same_value(la[i][1], lb[j][1]):
+                yield la[i][0], la[i][1], lb[j][1]
+            i += 1
+            j += 1
+
+
+def reachable(store: ObjectStore, root: bytes) -> Iterator[bytes]:
+    """Yield the id of every node of the tree (for gc and fsck)."""
+    stack = [root]
+    while stack:
+        oid = stack.pop()
+        if oid == EMPTY:
+            continue
+        yield oid
+        entries, _, children, _ = read_node(store, oid)
+        if entries is None:
+            stack.extend(children)
