@@ -17,8 +17,9 @@ Every run (tool x dataset x repeat) gets a fresh directory with a fresh `cp -a` 
 dataset and a fresh repo/store, then `sync`; none of that is timed. The data is therefore
 page-cache-warm for every tool, the floor included: nothing is dropped from the page cache.
 Each timed step is one subprocess; wall clock by perf_counter around it; CPU time and peak RSS
-from os.wait4's rusage. Peak RSS is ru_maxrss: the largest single process in the timed
-process tree (not the sum of concurrent processes, e.g. git-annex's helper git processes).
+from the rusage of its process tree, taken by /usr/bin/time (GNU time: wait4 from a small C
+parent), else by os.wait4. Peak RSS is ru_maxrss: the largest single process in the timed
+tree (not the sum of concurrent processes, e.g. git-annex's helper git processes).
 Runs are interleaved (for each repeat: every tool in turn) so drift hits all tools alike.
 """
 

@@ -51,6 +51,18 @@ class Store:
     def path(self) -> str:
         return self.repo.dir
 
+    def gc(self, *, dry_run: bool = False, expire: str | None = None) -> Any:
+        """Reclaim unreferenced space (see dvstore.maintenance)."""
+        from dvstore import maintenance
+
+        return maintenance.gc(self, dry_run=dry_run, expire=expire)
+
+    def fsck(self, *, read_data: bool = False, rebuild: bool = False) -> Any:
+        """Verify the store, read-only unless ``rebuild`` (see dvstore.maintenance)."""
+        from dvstore import maintenance
+
+        return maintenance.fsck(self, read_data=read_data, rebuild=rebuild)
+
     def read_blob(self, blob: bytes | str) -> bytes:
         d = from_hex(blob) if isinstance(blob, str) else blob
         return self.repo.blobs.read(d)
@@ -92,6 +104,20 @@ class Datasets:
 
     def list(self) -> list[Dataset]:
         return [Dataset(self._store, d) for d in self._repo.datasets()]
+
+    def merge(self, merge_name: str, datasets: list[Any], with_items_annotations: bool = True,
+              with_metadata: bool = True, with_task_annotations_status: bool = True, strategy: str = "fail",
+              **options: Any) -> Dataset:
+        """Merge datasets into a new dataset ``merge_name`` (SEMANTICS §3); dtlpy's names.
+
+        Raises MergeConflictError (carrying the conflicts) with strategy "fail".
+        """
+        from dvstore import merging
+
+        return merging.merge_datasets(self._store, merge_name, datasets,
+                                      with_items_annotations=with_items_annotations, with_metadata=with_metadata,
+                                      with_task_annotations_status=with_task_annotations_status,
+                                      strategy=strategy, **options)
 
     def delete(self, dataset_name: str) -> None:
         ds = self._repo.dataset(dataset_name)
@@ -152,6 +178,54 @@ class Dataset:
                 self._repo.blobs.committed()
                 raise
             e.commit()
+
+    def clone(self, clone_name: str | None = None, filters: Any = None, with_items_annotations: bool = True,
+              with_metadata: bool = True, with_task_annotations_status: bool = True,
+              dst_dataset: Dataset | str | None = None, target_directory: str | None = None) -> Dataset:
+        """Clone this version (dtlpy's names and defaults); see SEMANTICS §2.3."""
+        from dvstore.clone import clone
+
+        return clone(self, clone_name=clone_name, filters=filters, with_items_annotations=with_items_annotations,
+                     with_metadata=with_metadata, with_task_annotations_status=with_task_annotations_status,
+                     dst_dataset=dst_dataset, target_directory=target_directory)
+
+    def merge(self, sources: list[Any], with_items_annotations: bool = True, with_metadata: bool = True,
+              with_task_annotations_status: bool = True, strategy: str = "fail", **options: Any) -> Dataset:
+        """Merge ``sources`` into this dataset as a new version of it (SEMANTICS §3.5)."""
+        from dvstore import merging
+
+        return merging.merge_into(self, sources, with_items_annotations=with_items_annotations,
+                                  with_metadata=with_metadata,
+                                  with_task_annotations_status=with_task_annotations_status,
+                                  strategy=strategy, **options)
+
+    def diff(self, other: Dataset | None = None) -> dict[str, Any]:
+        """What differs between this version and ``other`` (default: this dataset's head)."""
+        from dvstore import history
+
+        return history.diff(self, other if other is not None else self._store.datasets.get(self.name))
+
+    def tag(self, tag: str, rev: str | None = None) -> None:
+        """Name a version (default: the head); tags are gc roots."""
+        from dvstore import history
+
+        history.tag(self, tag, rev)
+
+    def restore(self, rev: str) -> Digest:
+        """Make a new head version equal to ``rev``; history is never rewritten."""
+        from dvstore import history
+
+        return history.restore(self, rev)
+
+    def snapshot(self, name: str | None = None) -> Any:
+        """``with ds.snapshot("before dedup") as snap:`` (see dvstore.history.Snapshot)."""
+        from dvstore import history
+
+        return history.snapshot(self, name)
+
+    def reflog(self) -> list[dict[str, Any]]:
+        """Every head move of this dataset, newest first."""
+        return self._repo.reflog(self.record)
 
     def log(self, limit: int | None = None) -> list[tuple[Digest, Commit]]:
         return list(self._repo.history(self.head_id, limit))

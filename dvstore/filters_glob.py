@@ -105,7 +105,7 @@ def compile_glob(pattern: str) -> StrTest:
         return lambda s: True
     if len(toks) == 2 and toks[1] is _DSTAR and isinstance(toks[0], str):
         prefix: str = toks[0]
-        return prefix.startswith
+        return lambda s: s.startswith(prefix)
     if len(toks) == 2 and toks[0] is _DSTAR and isinstance(toks[1], str):
         suffix: str = toks[1]
         return lambda s: s.endswith(suffix)

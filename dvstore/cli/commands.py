@@ -230,13 +230,50 @@ def log(c: Ctx, spec: str, limit: int | None, as_json: bool) -> None:
         echo_version(cid, v)
 
 
+@cli.command()
+@click.argument("src", metavar="SRC[@REV]")
+@click.argument("new", required=False)
+@click.option("--filter", "query", metavar="QUERY", help="DQL item query (JSON or @file.json).")
+@click.option("--no-annotations", is_flag=True, help="Do not clone annotations.")
+@click.option("--no-metadata", is_flag=True, help="Do not clone user and non-intrinsic system metadata.")
+@click.option("--no-task-status", is_flag=True, help="Do not clone task and annotation statuses.")
+@click.option("--into", "into", metavar="DST", help="Clone into this existing dataset instead.")
+@click.option("--target-dir", metavar="/D", help="With --into: put the items under this folder.")
+@click.option("-m", "--message", default="", help="Version message.")
+@json_opt
+@pass_ctx
+def clone(c: Ctx, src: str, new: str | None, query: str | None, no_annotations: bool, no_metadata: bool,
+          no_task_status: bool, into: str | None, target_dir: str | None, message: str, as_json: bool) -> None:
+    """Clone SRC into a new dataset NEW (or --into an existing one); no binary is copied."""
+    from dvstore.clone import clone as do_clone
+
+    if new is None and into is None:
+        raise UsageError("Must provide clone name or destination dataset id", hint="dvs clone SRC NEW")
+    if target_dir and not into:
+        raise UsageError("--target-dir goes with --into")
+    ds = c.dataset(src)
+    out = do_clone(ds, clone_name=new, filters=load_query(query), with_items_annotations=not no_annotations,
+                   with_metadata=not no_metadata, with_task_annotations_status=not no_task_status,
+                   dst_dataset=into, target_directory=target_dir, message=message)
+    n = tree.count(c.store.repo.objects, out.version.layers["items"] or tree.EMPTY)
+    if as_json:
+        emit_json({"name": out.name, "id": out.id, "head": out.head_id.hex(), "items": n})
+    else:
+        click.echo(f"Cloned {src} -> {out.name} ({short(out.head_id)}, {n} items)")
+
+
 def _register() -> None:
-    from dvstore.cli import workdir_cmds  # noqa: F401  (registers checkout/status/commit)
+    """Attach the command groups that live in their own modules."""
+    import importlib
+
+    for mod in ("workdir_cmds", "merge_cmds", "history_cmds", "maint_cmds"):
+        try:
+            importlib.import_module(f"dvstore.cli.{mod}")
+        except ModuleNotFoundError as e:
+            if e.name != f"dvstore.cli.{mod}":
+                raise
 
 
-try:
-    _register()
-except ImportError:  # pragma: no cover - during bootstrap
-    pass
+_register()
 
 __all__ = ["cli", "NotFoundError"]

@@ -82,14 +82,16 @@ def load_coco(path: str | os.PathLike[str]) -> CocoImport:
             naming an unknown image or category, an absolute or escaping ``file_name``, a
             malformed box, polygon or RLE. The message names the file and the entry.
     """
-    where = str(path)
-    doc = read_json_file(path)
-    return parse_coco(doc, where)
+    return _parse(read_json_file(path), str(path))  # read_json_file checked storability
 
 
 def parse_coco(doc: Any, where: str = "<coco>") -> CocoImport:
     """Like ``load_coco``, for a document already parsed; ``where`` names it in errors."""
     check_storable(doc, where)
+    return _parse(doc, where)
+
+
+def _parse(doc: Any, where: str) -> CocoImport:
     if not isinstance(doc, dict):
         raise ImportFormatError(f"{where}: a COCO file must be a JSON object")
     images_in = _list(doc, "images", where, required=True)

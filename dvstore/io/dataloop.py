@@ -255,8 +255,7 @@ def _split_refs(refs: Any, where: str) -> tuple[dict[str, dict[str, Any]], list[
             others.append(ref)  # item links and the like: not ours to interpret
             continue
         at = f"metadata.system.refs[{i}]"
-        ref_id = ref.get("id")
-        _check_id(ref_id, where, f"{at}.id")
+        ref_id = _check_id(ref.get("id"), where, f"{at}.id")
         if ref_id in tasks:
             raise ImportFormatError(f"{where}: {at}: duplicate task/assignment ref {ref_id!r}")
         ref_md = dict(_opt_dict(ref.get("metadata"), where, f"{at}.metadata"))
@@ -287,11 +286,12 @@ def _apply_status(tasks: dict[str, dict[str, Any]], status_doc: Any, where: str)
     return out
 
 
-def _check_id(value: Any, where: str, at: str) -> None:
+def _check_id(value: Any, where: str, at: str) -> str:
     if type(value) is not str or not value or len(value) > MAX_ID_LEN:
         raise ImportFormatError(f"{where}: {at}: an id must be a non-empty string of at most {MAX_ID_LEN} characters")
     if any(ord(c) < 0x20 for c in value):
         raise ImportFormatError(f"{where}: {at}: id {value!r} contains a control character")
+    return value
 
 
 def _opt_dict(value: Any, where: str, at: str) -> dict[str, Any]:

@@ -1,0 +1,170 @@
+"""Clone: a new dataset (or new items in an existing one) from a version of another.
+
+It owns SEMANTICS §2.3: selection by an item query (no hidden default, paging and sort
+ignored), projection by the three flags, and the clone ancestry (the source head is a parent).
+An unfiltered clone reuses the source's layer roots, minus the dropped layers: O(1) whatever
+the size. A filtered clone builds new trees holding the subset; ids and binaries never change
+and no blob is ever written.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from dvstore import tree
+from dvstore.errors import NotFoundError, UsageError
+from dvstore.model import Commit, default_author, new_item_id, normalize_dir, normalize_filename, now_iso
+from dvstore.repo import ANNSET, DatasetRecord, path_key
+from dvstore.views import annotations_json, filter_view
+
+if TYPE_CHECKING:
+    from dvstore.api import Dataset, Store
+
+
+def select(store: Store, c: Commit, query: Any) -> set[bytes] | None:
+    """Item ids of ``c`` that ``query`` selects for a clone; None means all of them."""
+    from dvstore import filters as dql
+
+    if query is None:
+        return None
+    q = dql.compile_query(query, purpose="clone")
+    if q.resource != "items":
+        raise dql.FilterError("clone takes an item query (resource 'items')")
+    objs = store.repo.objects
+    ann_root = c.layers["annotations"]
+    meta_root, status_root = c.layers["metadata"], c.layers["status"]
+    streams = {"annotations": tree.items(objs, ann_root) if ann_root else iter(()),
+               "metadata": tree.items(objs, meta_root) if meta_root else iter(()),
+               "status": tree.items(objs, status_root) if status_root else iter(())}
+    heads: dict[str, Any] = {k: next(s, None) for k, s in streams.items()}
+    chosen: set[bytes] = set()
+    for iid, irec in tree.items(objs, c.layers["items"] or tree.EMPTY):
+        row: dict[str, Any] = {}
+        for layer, s in streams.items():
+            h = heads[layer]
+            while h is not None and h[0] < iid:
+                h = next(s, None)
+            heads[layer] = h
+            row[layer] = h[1] if h is not None and h[0] == iid else None
+        annset = objs.get(row["annotations"], ANNSET) if row["annotations"] else None
+        view = filter_view(iid, irec, row["metadata"], row["status"], len(annset) if annset else 0)
+        anns = annotations_json(annset, row["status"], iid.hex()) if q.needs_annotations else None
+        if q.match_item(view, anns):
+            chosen.add(iid)
+    return chosen
+
+
+def _subset(store: Store, root: bytes | None, keep: set[bytes]) -> bytes | None:
+    if root is None:
+        return None
+    objs = store.repo.objects
+    return tree.build(objs, ((k, v) for k, v in tree.items(objs, root) if k in keep))
+
+
+def clone(src: Dataset, *, clone_name: str | None = None, filters: Any = None,
+          with_items_annotations: bool = True, with_metadata: bool = True,
+          with_task_annotations_status: bool = True, dst_dataset: Dataset | str | None = None,
+          target_directory: str | None = None, message: str = "") -> Dataset:
+    """Clone ``src``'s version into a new dataset, or into ``dst_dataset``."""
+    from dvstore import filters as dql
+    from dvstore.api import Dataset
+
+    store = src._store
+    repo = store.repo
+    if clone_name is None and dst_dataset is None:
+        raise UsageError("Must provide clone name or destination dataset id")
+    if clone_name is not None and dst_dataset is not None:
+        raise UsageError("give either a clone name or a destination dataset, not both")
+    if filters is not None and not isinstance(filters, (dict, str, dql.Filters)):
+        raise UsageError(f'"filters" must be a Filters entity or a DQL dict. got: {type(filters).__name__}')
+    src_head = src.head_id
+    c = repo.commit(src_head)
+    canonical = dql.compile_query(filters, purpose="clone").canonical() if filters is not None else None
+    info = {"clone": {
+        "src_dataset": src.id, "src_commit": src_head.hex(), "filter": canonical,
+        "with_items_annotations": bool(with_items_annotations), "with_metadata": bool(with_metadata),
+        "with_task_annotations_status": bool(with_task_annotations_status),
+        "target_directory": None,
+    }}
+    if dst_dataset is None:
+        assert clone_name is not None
+        from dvstore.model import validate_dataset_name
+
+        validate_dataset_name(clone_name)
+        try:
+            repo.dataset(clone_name)
+            raise UsageError(f"Dataset already exists: {clone_name}")
+        except NotFoundError:
+            pass
+        chosen = select(store, c, filters)
+        layers = dict(c.layers)
+        if chosen is not None:
+            layers = {k: _subset(store, v, chosen) for k, v in layers.items()}
+        if not with_items_annotations:
+            layers["annotations"] = None
+        if not with_metadata:
+            layers["metadata"] = None
+        if not with_task_annotations_status:
+            layers["status"] = None
+        new = Commit(layers=layers, recipe=c.recipe, parents=(src_head,), op="clone", info=info,
+                     author=default_author(), message=message or f"clone {src.name} -> {clone_name}",
+                     time=now_iso())
+        rec = DatasetRecord(name=clone_name, id=new_item_id(), created=now_iso(),
+                            info={"src_dataset": src.id})
+        with repo.lock():
+            repo.publish(ds=None, expected_head=None, commit=new, create=rec)
+        return Dataset(store, repo.dataset(clone_name))
+    return _clone_into(src, c, src_head, filters, info, dst_dataset, target_directory,
+                       with_items_annotations, with_metadata, with_task_annotations_status, message)
+
+
+def _clone_into(src: Dataset, c: Commit, src_head: bytes, filters: Any, info: dict[str, Any],
+                dst_dataset: Any, target_directory: str | None, with_ann: bool, with_meta: bool,
+                with_status: bool, message: str) -> Dataset:
+    from dvstore.api import Dataset
+
+    store = src._store
+    repo = store.repo
+    objs = repo.objects
+    dst = dst_dataset if isinstance(dst_dataset, Dataset) else store.datasets.get(str(dst_dataset))
+    if dst.record.id == src.record.id:
+        raise UsageError("cannot clone a dataset into itself")
+    tdir = normalize_dir(target_directory or "/")
+    info["clone"]["target_directory"] = tdir
+    prefix = "" if tdir == "/" else tdir
+    chosen = select(store, c, filters)
+    with repo.lock():
+        dst_head = repo.head(dst.record)
+        d = repo.commit(dst_head)
+        dst_items = d.layers["items"] or tree.EMPTY
+        dst_paths = repo.path_index(dst_items)
+        layers: dict[str, Any] = dict(d.layers)
+        changes: dict[str, dict[bytes, Any]] = {k: {} for k in layers}
+        path_changes: dict[bytes, Any] = {}
+        for iid, irec in tree.items(objs, c.layers["items"] or tree.EMPTY):
+            if chosen is not None and iid not in chosen:
+                continue
+            if tree.get(objs, dst_items, iid) is not None:
+                raise UsageError(f"{dst.name} already holds item {irec['filename']} (id {iid.hex()})",
+                                 hint="this item was cloned into it before")
+            fn = normalize_filename(prefix + irec["filename"])
+            pk = path_key(fn)
+            if tree.get(objs, dst_paths, pk) is not None or pk in path_changes:
+                raise UsageError(f"Item already exists at {fn}")
+            path_changes[pk] = [fn, iid]
+            changes["items"][iid] = dict(irec, filename=fn)
+            for layer, flag in (("annotations", with_ann), ("metadata", with_meta), ("status", with_status)):
+                if flag and c.layers[layer]:
+                    v = tree.get(objs, c.layers[layer], iid)
+                    if v is not None:
+                        changes[layer][iid] = v
+        for layer, ch in changes.items():
+            if ch:
+                layers[layer] = tree.apply(objs, layers[layer] or tree.EMPTY, ch)
+        new = Commit(layers=layers, recipe=d.recipe, parents=(dst_head, src_head), op="clone", info=info,
+                     author=default_author(), message=message or f"clone {src.name} into {dst.name}{prefix}",
+                     time=now_iso())
+        new_paths = tree.apply(objs, dst_paths, path_changes)
+        repo.publish(ds=dst.record, expected_head=dst_head, commit=new,
+                     path_index=(layers["items"], new_paths))
+    return Dataset(store, dst.record)

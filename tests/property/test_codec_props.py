@@ -1,0 +1,45 @@
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dvstore import codec
+from dvstore.errors import CorruptObjectError
+from tests.property.strategies import values
+
+
+@given(values)
+def test_round_trip_and_canonical(x):
+    b = codec.encode(x)
+    y = codec.decode(b)
+    assert codec.encode(y) == b
+    assert y == codec.canonical(x)
+
+
+@given(st.dictionaries(st.text(max_size=6), st.integers(-(2**63), 2**63 - 1), max_size=8), st.randoms())
+def test_key_order_does_not_matter(d, rnd):
+    items = list(d.items())
+    rnd.shuffle(items)
+    assert codec.encode(dict(items)) == codec.encode(d)
+
+
+@settings(max_examples=1000)
+@given(st.binary(max_size=200))
+def test_arbitrary_bytes_decode_or_raise_corrupt(data):
+    try:
+        codec.decode(data)
+    except CorruptObjectError:
+        pass
+
+
+@settings(max_examples=1000)
+@given(values, st.data())
+def test_mutated_encodings_decode_or_raise_corrupt(x, data):
+    b = bytearray(codec.encode(x))
+    if b:
+        i = data.draw(st.integers(0, len(b) - 1))
+        b[i] = data.draw(st.integers(0, 255))
+        cut = data.draw(st.integers(0, len(b)))
+        b = b[:cut]
+    try:
+        codec.decode(bytes(b))
+    except CorruptObjectError:
+        pass
