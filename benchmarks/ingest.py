@@ -368,9 +368,12 @@ class DvsTool(Tool):
         return [repo / ".dvs"]
 
 
+INIT_COMMIT = sh("git commit -q --allow-empty -m init")
+
+
 class GitTool(Tool):
     name = "git"
-    describe = "git init; timed: git add -A && git commit -q"
+    describe = "git init; empty initial commit; timed: git add -A && git commit -q"
 
     def available(self):
         return None if self.e.which("git", self.env) else "git not on PATH"
@@ -379,7 +382,7 @@ class GitTool(Tool):
         return (capture(["git", "--version"], self.env) or "").replace("git version ", "")
 
     def setup(self, repo, ds, info):
-        return [["git", "init", "-q"]]
+        return [["git", "init", "-q"], INIT_COMMIT]
 
     def timed(self, repo, ds, info):
         return sh("git add -A && git commit -q -m bench")
@@ -393,8 +396,8 @@ class GitTool(Tool):
 
 class AnnexTool(GitTool):
     name = "git-annex"
-    describe = ("git init; git annex init; timed: git annex add . && git commit -q "
-                "(defaults: backend SHA256E, locked files, annex.jobs unset = 1)")
+    describe = ("git init; git annex init; empty initial commit; timed: git annex add . && "
+                "git commit -q (defaults: backend SHA256E, locked files, annex.jobs unset = 1)")
 
     def available(self):
         if not self.e.which("git-annex", self.env):
@@ -405,7 +408,9 @@ class AnnexTool(GitTool):
         return capture(["git", "annex", "version", "--raw"], self.env) or ""
 
     def setup(self, repo, ds, info):
-        return [["git", "init", "-q"], ["git", "annex", "init", "-q", "bench"]]
+        # The initial commit matters: on an unborn branch git-annex runs `git symbolic-ref`
+        # and `git show-ref` once per added file (~2x slower on 2,000 files).
+        return [["git", "init", "-q"], ["git", "annex", "init", "-q", "bench"], INIT_COMMIT]
 
     def timed(self, repo, ds, info):
         return sh("git annex add . && git commit -q -m bench")
@@ -439,7 +444,7 @@ class LfsTool(GitTool):
 
 class DvcTool(Tool):
     name = "dvc"
-    describe = ("git init; dvc init; timed: dvc add DATA && git add DATA.dvc .gitignore && "
+    describe = ("git init; dvc init; commit .dvc; timed: dvc add DATA && git add DATA.dvc .gitignore && "
                 "git commit -q (cache.type default: reflink,copy -> copy here; analytics and "
                 "update checks off)")
 
@@ -452,7 +457,8 @@ class DvcTool(Tool):
     def setup(self, repo, ds, info):
         return [["git", "init", "-q"], ["dvc", "init", "-q"],
                 ["dvc", "config", "--local", "core.site_cache_dir", str(repo / ".dvc-site")],
-                ["dvc", "config", "--local", "core.analytics", "false"]]
+                ["dvc", "config", "--local", "core.analytics", "false"],
+                sh("git add .dvc .dvcignore && git commit -q -m init")]
 
     def timed(self, repo, ds, info):
         return sh(f"dvc add -q {ds} && git add {ds}.dvc .gitignore && git commit -q -m bench")
@@ -526,6 +532,28 @@ def make_tools(env: Env) -> dict[str, Tool]:
 # Running
 
 
+def cpu_busy_s() -> float:
+    """Seconds of CPU the whole machine has been busy (all cores), from /proc/stat."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0.0
+    hz = os.sysconf("SC_CLK_TCK")
+    return (sum(v[:8]) - v[3] - v[4]) / hz      # all but idle and iowait
+
+
+def wait_quiet(max_wait: float, threshold: float = 0.25) -> float:
+    """Wait (up to max_wait s) until other processes use < threshold cores; return the load."""
+    deadline = time.time() + max_wait
+    while True:
+        b0 = cpu_busy_s()
+        time.sleep(0.5)
+        load = (cpu_busy_s() - b0) / 0.5
+        if load < threshold or time.time() >= deadline:
+            return load
+
+
 def measured(argv: list[str], cwd: Path, env: dict, log: Path, timeout: float) -> dict:
     with open(log, "ab") as lf:
         lf.write(("$ " + " ".join(argv if argv[0] != "sh" else argv[2:]) + "\n").encode()
@@ -534,6 +562,7 @@ def measured(argv: list[str], cwd: Path, env: dict, log: Path, timeout: float) -
         tfile = log.with_suffix(".rusage")
         tfile.unlink(missing_ok=True)
         run_argv = ([GNU_TIME, "-o", str(tfile), "-f", "%U %S %M"] + argv) if GNU_TIME else argv
+        busy0 = cpu_busy_s()
         t0 = time.perf_counter()
         p = subprocess.Popen(run_argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=lf,
                              stderr=subprocess.STDOUT, start_new_session=True)
@@ -553,6 +582,7 @@ def measured(argv: list[str], cwd: Path, env: dict, log: Path, timeout: float) -
         finally:
             timer.cancel()
         wall = time.perf_counter() - t0
+        busy = cpu_busy_s() - busy0
         p.returncode = os.waitstatus_to_exitcode(status)
     inner = None
     try:
@@ -570,7 +600,9 @@ def measured(argv: list[str], cwd: Path, env: dict, log: Path, timeout: float) -
             pass
     return {"rc": p.returncode, "timeout": bool(killed), "wall_s": wall,
             "cpu_s": user + system, "user_s": user, "sys_s": system,
-            "maxrss_kib": maxrss, "inner": inner}
+            "maxrss_kib": maxrss, "inner": inner,
+            # cores kept busy by everything else (other users' jobs, kernel writeback) meanwhile
+            "other_load": max(0.0, busy - user - system) / wall if wall > 0 else 0.0}
 
 
 def disk_usage(paths: list[Path]) -> int:
@@ -615,7 +647,9 @@ def run_one(tool: Tool, dsname: str, src: Path, info: dict, rundir: Path, args, 
         if r["rc"] != 0:
             return {"error": f"setup `{' '.join(cmd)[:80]}` exited {r['rc']}: {tail(log)}"}
     os.sync()
+    load_before = wait_quiet(args.quiet_wait) if args.quiet_wait > 0 else None
     r = measured(tool.timed(repo, dsname, info), repo, tool.env, log, args.timeout)
+    r["load_before"] = load_before
     r["setup_s"] = setup_s
     if r["rc"] != 0:
         r["error"] = (f"timed out after {args.timeout}s" if r["timeout"]
@@ -629,7 +663,7 @@ def run_one(tool: Tool, dsname: str, src: Path, info: dict, rundir: Path, args, 
     if verify:
         got, want = tool.verify(repo, dsname, info)
         r["verified"] = None if got is None else (got == want)
-        r["verify_detail"] = f"{got}/{want}"
+        r["verify_detail"] = f"{'?' if got is None else got}/{want}"
         if tool.kind == "floor" and inner:
             r["verified"] = inner.get("files") == info["files"] and inner.get("bytes") == info["bytes"]
             r["verify_detail"] = f"{inner.get('files')}/{info['files']} files"
@@ -699,6 +733,7 @@ def summarize(results: list[dict], datasets: dict) -> list[dict]:
                 "cpu_s": statistics.median(r["cpu_s"] for r in ok),
                 "peak_rss_mib": max(r["maxrss_kib"] for r in ok) / 1024,
                 "wall_median_s": statistics.median(r["wall_s"] for r in ok),
+                "other_load": max(r["other_load"] for r in ok),
                 "setup_s": statistics.median(r["setup_s"] for r in ok),
                 "store_mib": statistics.median(r["store_bytes"] for r in ok) / 2**20,
                 "verified": next((r.get("verify_detail") if r.get("verified") is not False
@@ -744,23 +779,29 @@ def render(meta: dict, rows: list[dict], skipped: dict, tools: dict) -> str:
       "nothing dropped from the page cache), the floor included. seconds = median wall clock "
       "of the timed step (oxen: in-process add+commit). MB = 10^6 bytes. peak RSS = "
       "largest single process of the timed tree (ru_maxrss via GNU time's wait4), max over runs. "
-      "×floor = seconds / floor seconds; ×dvs = seconds / dvs seconds (>1: slower than dvs).")
+      "×floor = seconds / floor seconds; ×dvs = seconds / dvs seconds (>1: slower than dvs). "
+      "CPU s = user+sys of the timed tree (median). store = disk used by the tool's store "
+      "(st_blocks). others' load = cores kept busy by other processes during the timed step "
+      "(max over runs, from /proc/stat; includes kernel writeback): above ~0.3 the figure is "
+      "disturbed. Before each timed step the script waits (up to --quiet-wait s) for the "
+      "machine to be idle. check = objects the tool reports stored / expected (first run).")
     w("")
     for ds in meta["datasets"]:
         w(f"## {ds}\n")
         w("| tool | median s | min–max s | files/s | MB/s | CPU s | peak RSS MiB | store MiB "
-          "| ×floor | ×dvs | setup s | check |")
-        w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+          "| ×floor | ×dvs | setup s | others' load | check |")
+        w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
         for r in rows:
             if r["dataset"] != ds:
                 continue
             if "median_s" not in r:
-                w(f"| {r['tool']} | failed | | | | | | | | | | {r['errors'][0][:120]!r} |")
+                w(f"| {r['tool']} | failed | | | | | | | | | | | {r['errors'][0][:120]!r} |")
                 continue
             w(f"| {r['tool']} | {r['median_s']:.3f} | {r['min_s']:.3f}–{r['max_s']:.3f} "
               f"| {r['files_per_s']:,.0f} | {r['mb_per_s']:,.1f} | {r['cpu_s']:.2f} "
               f"| {r['peak_rss_mib']:.0f} | {fmt(r['store_mib'], '.1f')} | {fmt(r['x_floor'])} "
-              f"| {fmt(r['x_dvs'])} | {r['setup_s']:.2f} | {r.get('verified') or ''} |")
+              f"| {fmt(r['x_dvs'])} | {r['setup_s']:.2f} | {r['other_load']:.2f} "
+              f"| {r.get('verified') or ''} |")
         w("")
     notes = [r for r in rows if "import_s" in r or ("inner_s" in r and r["tool"].startswith("floor"))]
     if notes:
@@ -837,6 +878,9 @@ def main(argv=None) -> int:
     ap.add_argument("--dvs", default=os.environ.get("DVS_BIN", str(PROJECT / ".venv" / "bin" / "dvs")))
     ap.add_argument("--project-python", default=str(PROJECT / ".venv" / "bin" / "python"))
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per timed step")
+    ap.add_argument("--quiet-wait", type=float, default=60.0,
+                    help="before each timed step wait up to this many seconds for other "
+                         "processes to use < 0.25 cores (0: don't wait)")
     ap.add_argument("--json", dest="json_out", help="write results as JSON here")
     ap.add_argument("--md", dest="md_out", help="write the markdown report here too")
     ap.add_argument("--keep", action="store_true", help="keep run directories")
@@ -919,7 +963,8 @@ def main(argv=None) -> int:
                     print(f"FAILED: {r['error'][:300]}", file=sys.stderr)
                 else:
                     print(f"{r['seconds']:.3f} s (wall {r['wall_s']:.3f}, cpu {r['cpu_s']:.2f}, "
-                          f"rss {r['maxrss_kib'] / 1024:.0f} MiB) {r.get('verify_detail', '')}",
+                          f"rss {r['maxrss_kib'] / 1024:.0f} MiB, others {r['other_load']:.2f} "
+                          f"cores) {r.get('verify_detail', '')}",
                           file=sys.stderr)
 
     rows = summarize(results, datasets)

@@ -30,10 +30,13 @@ def _canon(x: Any) -> Any:
     if t is str or t is int or t is bool or t is bytes or x is None:
         return x
     if t is dict:
-        out = {}
-        for k in sorted(x, key=_key_order):
-            out[k] = _canon(x[k])
-        return out
+        keys = list(x)
+        for k in keys:
+            if type(k) is not str:
+                raise UsageError(f"map keys must be strings, got {type(k).__name__}")
+        # Python orders str by code point, which is the order of their UTF-8 bytes.
+        keys.sort()
+        return {k: _canon(x[k]) for k in keys}
     if t is list or t is tuple:
         return [_canon(v) for v in x]
     if t is float:
@@ -48,13 +51,9 @@ def _canon(x: Any) -> Any:
         return int(x)
     if isinstance(x, str):
         return str(x)
+    if isinstance(x, dict):
+        return _canon(dict(x))
     raise UsageError(f"cannot store a value of type {t.__name__}")
-
-
-def _key_order(k: Any) -> bytes:
-    if type(k) is not str:
-        raise UsageError(f"map keys must be strings, got {type(k).__name__}")
-    return k.encode("utf-8", "surrogatepass")
 
 
 def canonical(x: Any) -> Any:

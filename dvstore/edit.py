@@ -79,13 +79,29 @@ class Editor:
         self.recipe: dict[str, Any] | None = None
         self.committed: Digest | None = None
         self.extra_txn: list[Any] = []
+        self._now = now_iso()
+        self._path_all: dict[str, bytes] | None = None
+        self._items_all: dict[bytes, Any] | None = None
+
+    def prefetch(self) -> None:
+        """Load the filename index and the items layer into memory for a bulk edit.
+
+        Worth it when an edit touches a good part of the dataset: one walk instead of a
+        trie lookup per item.
+        """
+        self._path_all = {v[0]: v[1] for _, v in tree.items(self.objects, self._path_root)}
+        root = self.base.layers["items"]
+        self._items_all = dict(tree.items(self.objects, root)) if root else {}
 
     # -- lookups ---------------------------------------------------------------------
 
-    def item_id(self, filename: str) -> bytes | None:
-        filename = normalize_filename(filename)
+    def item_id(self, filename: str, *, normalized: bool = False) -> bytes | None:
+        if not normalized:
+            filename = normalize_filename(filename)
         if filename in self._paths:
             return self._paths[filename]
+        if self._path_all is not None:
+            return self._path_all.get(filename)
         v = tree.get(self.objects, self._path_root, path_key(filename))
         if v is None or v[0] != filename:
             return None
@@ -103,6 +119,8 @@ class Editor:
         if iid in ch:
             v = ch[iid]
             return None if v is DELETE else v
+        if layer == "items" and self._items_all is not None:
+            return self._items_all.get(iid)
         root = self.base.layers[layer]
         return tree.get(self.objects, root, iid) if root else None
 
@@ -113,15 +131,16 @@ class Editor:
     # -- binaries --------------------------------------------------------------------
 
     def put_blob_item(self, filename: str, blob: bytes, size: int, mimetype: str,
-                      system: dict[str, Any] | None = None) -> bytes:
+                      system: dict[str, Any] | None = None, *, normalized: bool = False) -> bytes:
         """Point ``filename`` at a stored blob: a new item, or a new binary for an existing one."""
-        filename = normalize_filename(filename)
-        iid = self.item_id(filename)
-        system = {k: v for k, v in (system or {}).items() if k in INTRINSIC_SYSTEM}
+        if not normalized:
+            filename = normalize_filename(filename)
+        iid = self.item_id(filename, normalized=True)
+        system = {k: system[k] for k in sorted(system or {}) if k in INTRINSIC_SYSTEM}
         if iid is None:
             iid = new_item_id()
-            rec = {"filename": filename, "blob": blob, "size": size, "mimetype": mimetype,
-                   "system": system, "hidden": False, "createdAt": now_iso()}
+            rec = {"blob": blob, "createdAt": self._now, "filename": filename, "hidden": False,
+                   "mimetype": mimetype, "size": size, "system": system}
             self._paths[filename] = iid
         else:
             old = self.current("items", iid)
@@ -306,7 +325,8 @@ class Editor:
         for layer in LAYERS:
             ch = self.changes[layer]
             if ch:
-                layers[layer] = tree.apply(self.objects, layers[layer] or tree.EMPTY, ch)
+                # Every value the editor stages is canonical by construction (sorted keys).
+                layers[layer] = tree.apply(self.objects, layers[layer] or tree.EMPTY, ch, canonical=True)
         recipe_id = self.base.recipe
         if self.recipe is not None:
             recipe_id = self.objects.put(RECIPE, self.recipe)

@@ -414,9 +414,9 @@ def _with_defaults(expr: dict[str, Any], defaults: list[dict[str, Any]]) -> dict
     existing = out.get("$and")
     if existing is None:
         out["$and"] = defaults
-    elif isinstance(existing, list):
+    elif isinstance(existing, list) and existing:
         out["$and"] = defaults + existing  # dtlpy puts the defaults first
-    return out  # a malformed $and is reported by the compiler
+    return out  # a malformed $and is left for the compiler to report
 
 
 def _strip_hidden(expr: dict[str, Any]) -> dict[str, Any]:

@@ -100,8 +100,7 @@ def _eq_test(x: Any) -> Pred:
     """A test over one concrete value for ``$eq: x`` (globs for strings with a star)."""
     if type(x) is str:
         if "*" in x:
-            g = compile_glob(x)
-            return lambda v: type(v) is str and g(v)
+            return compile_glob(x)
         return lambda v: bool(v == x)  # only a str equals a str
     if x is True:
         return lambda v: v is True
@@ -129,7 +128,7 @@ def _in_test(xs: list[Any]) -> Pred:
     def test(v: Any) -> bool:
         t = type(v)
         if t is str:
-            return v in strs or any(g(v) for g in globs)
+            return v in strs or any(g(v) for g in globs)  # globs check the type themselves
         if t is bool:
             return v in bools
         if t is int or t is float:
@@ -263,7 +262,36 @@ def _getter(path: str, ctx: ExprContext) -> tuple[Callable[[Any], Any], str | No
     if len(segs) == 1:
         key = segs[0]
         return (lambda d: d.get(key, MISSING)), key
-    return (lambda d: _walk(d, segs, 0)), None
+
+    if len(segs) in (2, 3):
+        # Unrolled for metadata.user.x / metadata.system.x: dicts all the way is the norm.
+        a, b, c = segs if len(segs) == 3 else (*segs, None)
+
+        def get_short(d: Any) -> Any:
+            v = d.get(a, MISSING)
+            if type(v) is dict:
+                w = v.get(b, MISSING)
+                if c is None:
+                    return w
+                if type(w) is dict:
+                    return w.get(c, MISSING)
+                v = w
+            return MISSING if v is MISSING or not isinstance(v, (dict, list)) else _walk(d, segs, 0)
+
+        return get_short, None
+
+    def get(d: Any) -> Any:
+        v = d
+        for s in segs:
+            if type(v) is dict:
+                v = v.get(s, MISSING)
+            elif isinstance(v, (dict, list)):
+                return _walk(d, segs, 0)  # an array (or dict subclass) on the path: slow path
+            else:
+                return MISSING
+        return v
+
+    return get, None
 
 
 def _is_op_object(value: Any, path: str) -> bool:
@@ -280,14 +308,20 @@ def _is_op_object(value: Any, path: str) -> bool:
 def _field_pred(path: str, value: Any, ctx: ExprContext, depth: int) -> Pred:
     get, key = _getter(path, ctx)
     if _is_op_object(value, path):
+        if len(value) == 1 and next(iter(value)) in _POSITIVE_OPS:
+            op, x = next(iter(value.items()))
+            t = _positive_test(op, x, path, depth)
+            return _fused(key, t, op != "$match") if key is not None else _fused_path(get, t, op != "$match")
         checks = _op_checks(value, path, ctx, depth)
     elif isinstance(value, list):
         checks = [_check(_in_test(value))]  # a bare list means $in [DEC]
+    elif key is not None:
+        return _fused_eq(key, value)
     else:
-        checks = [_check(_eq_test(value))]
+        return _fused_path(get, _eq_test(value), True)
     if len(checks) == 1:
         c = checks[0]
-        if key is not None:  # the hot case: one call fewer per document
+        if key is not None:
             return lambda d: c(d.get(key, MISSING))
         return lambda d: c(get(d))
     cs = tuple(checks)
@@ -300,6 +334,64 @@ def _field_pred(path: str, value: Any, ctx: ExprContext, depth: int) -> Pred:
         return True
 
     return every
+
+
+# Positive tests are False on MISSING (it is no JSON type), which the fused forms rely on.
+_POSITIVE_OPS: Final = frozenset({"$eq", "$in", "$gt", "$gte", "$lt", "$lte", "$match"})
+
+
+def _positive_test(op: str, x: Any, path: str, depth: int) -> Pred:
+    if op == "$eq":
+        return _eq_test(x)
+    if op == "$in":
+        if not isinstance(x, list):
+            raise FilterError(f"$in needs a list, got {type_name(x)}")
+        return _in_test(x)
+    if op == "$match":
+        return _match_test(x, path, depth + 1)
+    return _order_test(op, x)
+
+
+def _fused(key: str, t: Pred, elements: bool) -> Pred:
+    """``_check`` inlined for a top-level field: one call per document instead of three."""
+    if not elements:
+        return lambda d: t(d.get(key, MISSING))
+
+    def p(d: Any) -> bool:
+        v = d.get(key, MISSING)
+        return t(v) or (type(v) is list and any(map(t, v)))
+
+    return p
+
+
+def _fused_path(get: Callable[[Any], Any], t: Pred, elements: bool) -> Pred:
+    """``_check`` inlined for a dotted path."""
+
+    def p(d: Any) -> bool:
+        v = get(d)
+        if t(v):
+            return True
+        tv = type(v)
+        if tv is list:
+            return elements and any(map(t, v))
+        return tv is _Many and any(t(x) or (elements and type(x) is list and any(map(t, x))) for x in v)
+
+    return p
+
+
+def _fused_eq(key: str, x: Any) -> Pred:
+    """``{key: x}`` for the values defaults and simple queries use, with no inner call."""
+    if (type(x) is str and "*" not in x) or x is True or x is False:
+        is_str = type(x) is str
+
+        def p(d: Any) -> bool:
+            v = d.get(key, MISSING)
+            if v is x or (is_str and v == x):
+                return True
+            return type(v) is list and any((e is x or (is_str and e == x)) for e in v)
+
+        return p
+    return _fused(key, _eq_test(x), True)
 
 
 def _op_checks(ops: dict[str, Any], path: str, ctx: ExprContext, depth: int) -> list[Pred]:

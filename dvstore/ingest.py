@@ -17,12 +17,13 @@ import stat as statmod
 import sys
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from dvstore import codec, recipes
+from dvstore import codec, recipes, tree
 from dvstore.edit import Editor
-from dvstore.errors import ImportFormatError, InvalidNameError, UsageError
+from dvstore.errors import CorruptObjectError, ImportFormatError, InvalidNameError, UsageError
 from dvstore.hashing import Digest, hash_bytes
 from dvstore.io import imageinfo
 from dvstore.model import normalize_dir, normalize_filename
@@ -30,6 +31,9 @@ from dvstore.storage.blobs import SMALL_MAX
 from dvstore.storage.db import WriteTxn
 
 RACY_NS = 20_000_000
+READ_THREADS = 4
+BATCH = 512
+FLUSH_BYTES = 64 * 1024 * 1024
 
 Progress = Callable[[int, int], None]
 
@@ -99,11 +103,15 @@ def _walk_dir(root: str) -> Iterator[tuple[str, str]]:
 
 
 def _cache_key(path: str) -> bytes:
-    return os.fsencode(os.path.realpath(path))
+    # ``walk`` yields absolute paths; realpath would cost a syscall per component.
+    return os.fsencode(path)
 
 
 def lookup_stat(editor: Editor, keys: list[bytes]) -> dict[bytes, list[Any]]:
-    """Read stat-cache entries for many paths in one transaction."""
+    """Read stat-cache entries for many paths in one transaction.
+
+    Entries whose blob is no longer in the store (collected by gc) are left out.
+    """
     def fn(t: Any) -> dict[bytes, list[Any]]:
         out = {}
         for k in keys:
@@ -111,10 +119,11 @@ def lookup_stat(editor: Editor, keys: list[bytes]) -> dict[bytes, list[Any]]:
             if v is not None:
                 try:
                     rec = codec.decode(v)
-                except Exception:
+                except CorruptObjectError:
                     continue
-                if isinstance(rec, list) and len(rec) == 8:
-                    out[k] = rec
+                if isinstance(rec, list) and len(rec) == 8 and type(rec[5]) is bytes:
+                    if t.exists("blobs", rec[5]) or os.path.exists(editor.repo.blobs.path_for(rec[5])):
+                        out[k] = rec
         return out
     return editor.repo.db.read(fn)
 
@@ -128,7 +137,8 @@ def cache_hit(rec: list[Any] | None, st: os.stat_result) -> bool:
 
 
 def stat_entry(st: os.stat_result, verified_ns: int, blob: bytes, mimetype: str, system: dict[str, Any]) -> bytes:
-    return codec.encode([st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns, verified_ns, blob, mimetype, system])
+    return codec.encode_canonical([st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns, verified_ns, blob,
+                                   mimetype, codec.canonical(system)])
 
 
 def ingest(editor: Editor, paths: list[str], *, to: str = "/", annotations: str | None = None,
@@ -139,28 +149,46 @@ def ingest(editor: Editor, paths: list[str], *, to: str = "/", annotations: str 
     stats = IngestStats()
     keys = [_cache_key(local) for local, _ in pairs]
     cache = lookup_stat(editor, keys)
+    if len(pairs) * 4 >= tree.count(editor.objects, editor.base.layers["items"] or tree.EMPTY):
+        editor.prefetch()
     new_cache: dict[bytes, bytes] = {}
     blobs = editor.repo.blobs
     total = len(pairs)
-    for i, ((local, fn), key) in enumerate(zip(pairs, keys)):
-        try:
-            st = os.stat(local)
-        except OSError as e:
-            raise UsageError(f"cannot read {local}: {e.strerror}") from None
-        rec = cache.get(key)
-        if cache_hit(rec, st) and blobs.has(rec[5]):  # type: ignore[index]
-            assert rec is not None
-            blob, mimetype, system = Digest(rec[5]), rec[6], rec[7]
-            stats.cached += 1
-        else:
-            blob, mimetype, system = _hash_file(editor, local, st)
-            stats.hashed += 1
-            new_cache[key] = stat_entry(st, time.time_ns(), blob, mimetype, system)
-        editor.put_blob_item(fn, blob, st.st_size, mimetype, system)
-        stats.files += 1
-        stats.bytes += st.st_size
-        if progress is not None and (i % 256 == 0 or i == total - 1):
-            progress(i + 1, total)
+    done = 0
+    with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
+        for lo in range(0, total, BATCH):
+            batch = []
+            for (local, fn), key in zip(pairs[lo:lo + BATCH], keys[lo:lo + BATCH]):
+                try:
+                    st = os.stat(local)
+                except OSError as e:
+                    raise UsageError(f"cannot read {local}: {e.strerror}") from None
+                rec = cache.get(key)
+                hit = rec if cache_hit(rec, st) else None
+                batch.append((local, fn, key, st, hit))
+            # Reads and hashing overlap on threads (file reads and blake3 release the GIL).
+            futures = [None if hit else pool.submit(_read_small, local, st) for local, _, _, st, hit in batch]
+            for (local, fn, key, st, hit), fut in zip(batch, futures):
+                if hit is not None:
+                    blob, mimetype, system = Digest(hit[5]), hit[6], hit[7]
+                    stats.cached += 1
+                else:
+                    assert fut is not None
+                    blob, mimetype, system = _store_read(editor, local, st, fut.result())
+                    stats.hashed += 1
+                    new_cache[key] = stat_entry(st, time.time_ns(), blob, mimetype, system)
+                editor.put_blob_item(fn, blob, st.st_size, mimetype, system, normalized=True)
+                stats.files += 1
+                stats.bytes += st.st_size
+            done += len(batch)
+            if blobs.pending_size() >= FLUSH_BYTES:
+                # Unreferenced blobs are harmless (gc collects them): bound memory by writing
+                # small blobs ahead of the version in their own transactions.
+                editor.repo.db.ensure_room(blobs.pending_size())
+                editor.repo.db.write(blobs.write_pending)
+                blobs.committed()
+            if progress is not None:
+                progress(done, total)
     _apply_annotations(editor, ann_by_file, extras, stats)
     if labels:
         cur = editor.recipe or editor.repo.recipe(editor.base.recipe)
@@ -176,22 +204,33 @@ def ingest(editor: Editor, paths: list[str], *, to: str = "/", annotations: str 
     return stats
 
 
-def _hash_file(editor: Editor, local: str, st: os.stat_result) -> tuple[Digest, str, dict[str, Any]]:
-    blobs = editor.repo.blobs
+def _read_small(local: str, st: os.stat_result) -> tuple[Digest, bytes] | None:
+    """Read and hash a small file on a worker thread; None for a large file."""
+    if st.st_size > SMALL_MAX:
+        return None
     try:
-        if st.st_size <= SMALL_MAX:
-            with open(local, "rb") as f:
-                data = f.read()
-            blob = hash_bytes(data)
-            if not blobs.has_small(blob):
-                blobs.stage_small(blob, data)
-            head = data[: imageinfo.HEAD_BYTES]
-        else:
-            head_out: list[bytes] = []
-            blob = blobs.add_file(local, st.st_size, head_out)
-            head = head_out[0] if head_out else b""
-    except (PermissionError, FileNotFoundError, IsADirectoryError) as e:
+        with open(local, "rb") as f:
+            data = f.read()
+    except OSError as e:
         raise UsageError(f"cannot read {local}: {e.strerror}") from None
+    return hash_bytes(data), data
+
+
+def _store_read(editor: Editor, local: str, st: os.stat_result,
+                read: tuple[Digest, bytes] | None) -> tuple[Digest, str, dict[str, Any]]:
+    blobs = editor.repo.blobs
+    if read is not None:
+        blob, data = read
+        if not blobs.has_small(blob):
+            blobs.stage_small(blob, data)
+        head = data[: imageinfo.HEAD_BYTES]
+    else:
+        head_out: list[bytes] = []
+        try:
+            blob = blobs.add_file(local, st.st_size, head_out)
+        except (PermissionError, FileNotFoundError, IsADirectoryError) as e:
+            raise UsageError(f"cannot read {local}: {e.strerror}") from None
+        head = head_out[0] if head_out else b""
     mimetype, system = imageinfo.sniff(head, local)
     return blob, mimetype, system
 

@@ -24,6 +24,7 @@ the status layer (clone ``with_task_annotations_status=False``) is O(1).
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import unicodedata
 from dataclasses import dataclass, field
@@ -54,6 +55,7 @@ ITEM_STATUSES = ("completed", "approved", "discard")
 MAX_NAME_BYTES = 255
 MAX_PATH_BYTES = 4096
 RESERVED_COMPONENTS = frozenset({".dvs", ".dvs-checkout"})
+_BAD_CHARS = re.compile(r"[\x00-\x1f\x7f\\]")
 
 
 def new_item_id() -> bytes:
@@ -81,10 +83,10 @@ def normalize_filename(name: str) -> str:
         raise InvalidNameError(f"item name must be a string, got {type(name).__name__}")
     if name == "" or name == "/":
         raise InvalidNameError("empty item name")
-    if "\\" in name:
-        raise InvalidNameError(f"item name contains a backslash: {name!r}")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
-        raise InvalidNameError(f"item name contains a control character: {name!r}")
+    bad = _BAD_CHARS.search(name)
+    if bad:
+        what = "a backslash" if bad.group() == "\\" else "a control character"
+        raise InvalidNameError(f"item name contains {what}: {name!r}")
     try:
         name.encode("utf-8")
     except UnicodeEncodeError:

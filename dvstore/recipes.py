@@ -641,6 +641,40 @@ def _merge_ui(
     return out
 
 
+def _restore_parents(
+    labels: dict[str, Any],
+    base: Mapping[str, Any],
+    ours: Mapping[str, Any],
+    theirs: Mapping[str, Any],
+    conflicted: set[str],
+) -> list[dict[str, Any]]:
+    """Put back parents one side removed while the merged result keeps labels under them.
+
+    Only a clean add under a removed parent is a new conflict (on the parent). A label that
+    is itself conflicted may sit under a removed parent in one merge order and not in the
+    other (a conflict keeps ours), so its parent comes back silently: the conflicts stay
+    the same whichever side is ours.
+    """
+    needed: set[str] = set()
+    needed_by_clean: set[str] = set()
+    for name in labels:
+        parts = name.split(".")
+        for i in range(1, len(parts)):
+            parent = ".".join(parts[:i])
+            if parent not in labels:
+                needed.add(parent)
+                if "labels." + name not in conflicted:
+                    needed_by_clean.add(parent)
+    conflicts = []
+    for parent in sorted(needed):
+        labels[parent] = next(d for d in (ours.get(parent), theirs.get(parent), base.get(parent)) if d is not None)
+        if parent in needed_by_clean and "labels." + parent not in conflicted:
+            c = _conflict("labels." + parent, base.get(parent), ours.get(parent), theirs.get(parent))
+            c["detail"] = "removed on one side while the other side added labels under it"
+            conflicts.append(c)
+    return conflicts
+
+
 def merge_recipes(
     base: Mapping[str, Any] | None, ours: Mapping[str, Any], theirs: Mapping[str, Any]
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -649,7 +683,7 @@ def merge_recipes(
     Labels (by flattened name) and attributes (by key) merge as whole values with git's
     trivial rule: both sides equal → that; one side unchanged → the other side (so an add
     on one side is kept and a removal on one side removes). Anything else is a conflict,
-    and the result keeps ours for it. A label kept by one side under a parent the other
+    and the result keeps ours for it. A label added by one side under a parent the other
     side removed is a conflict on the parent, which stays so the tree remains whole.
     The title and ``ui`` merge the same way, but being presentation they never conflict:
     ours wins a true conflict. The result keeps ours' id.
@@ -669,20 +703,7 @@ def merge_recipes(
     b = base if base is not None else empty
     bl, ol, tl = _label_defs(b), _label_defs(ours), _label_defs(theirs)
     labels, conflicts = _merge_maps("labels.", bl, ol, tl)
-    conflicted = {c["path"] for c in conflicts}
-    for name in sorted(labels):
-        parts = name.split(".")
-        for i in range(1, len(parts)):
-            parent = ".".join(parts[:i])
-            if parent in labels:
-                continue
-            kept = next(d for d in (ol.get(parent), tl.get(parent), bl.get(parent)) if d is not None)
-            labels[parent] = kept
-            if "labels." + parent not in conflicted:
-                c = _conflict("labels." + parent, bl.get(parent), ol.get(parent), tl.get(parent))
-                c["detail"] = "removed on one side while the other side added or changed labels under it"
-                conflicts.append(c)
-                conflicted.add(c["path"])
+    conflicts.extend(_restore_parents(labels, bl, ol, tl, {c["path"] for c in conflicts}))
     attrs, attr_conflicts = _merge_maps("attributes.", _attribute_defs(b), _attribute_defs(ours), _attribute_defs(theirs))
     conflicts.extend(attr_conflicts)
     title, _ = _merge3(b.get("title"), ours.get("title"), theirs.get("title"))

@@ -66,6 +66,8 @@ def read_json_file(path: str | os.PathLike[str]) -> Any:
         raw = Path(path).read_bytes()
     except OSError as e:
         raise ImportFormatError(f"{path}: cannot read: {e.strerror or e}") from None
+    except ValueError as e:  # a NUL byte in the path
+        raise ImportFormatError(f"{path!r}: cannot read: {e}") from None
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -161,13 +163,15 @@ def load_item_json(path_or_dict: str | os.PathLike[str] | Mapping[str, Any]) -> 
     Raises:
         ImportFormatError: The JSON is not an item document, naming the file and the entry.
     """
-    if isinstance(path_or_dict, Mapping):
-        where = "<item json>"
-        doc: Any = dict(path_or_dict)
-        check_storable(doc, where)
-    else:
+    doc: Any
+    if isinstance(path_or_dict, (str, os.PathLike)):
         where = str(path_or_dict)
         doc = read_json_file(path_or_dict)
+    else:
+        # An already parsed document, possibly not an object at all: checked like a file.
+        where = "<item json>"
+        doc = dict(path_or_dict) if isinstance(path_or_dict, Mapping) else path_or_dict
+        check_storable(doc, where)
     if not isinstance(doc, dict):
         raise ImportFormatError(f"{where}: an item JSON must be an object, got {_kind(doc)}")
 

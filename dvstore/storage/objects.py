@@ -13,7 +13,6 @@ Reads see staged objects first. Two implementations share one contract: ``Memory
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import Any, Protocol
 
 from dvstore import codec
@@ -29,6 +28,8 @@ class ObjectStore(Protocol):
     """What algorithms (tree, merge, diff) need: typed get and staged put."""
 
     def get(self, oid: bytes, tag: bytes) -> Any: ...
+
+    def get_any(self, oid: bytes) -> tuple[bytes, Any]: ...
 
     def put(self, tag: bytes, value: Any) -> Digest: ...
 
@@ -50,7 +51,7 @@ def _split(oid: bytes, raw: bytes) -> tuple[bytes, bytes]:
 class _Base:
     def __init__(self) -> None:
         self.pending: dict[bytes, bytes] = {}
-        self._cache: OrderedDict[bytes, tuple[bytes, Any]] = OrderedDict()
+        self._cache: dict[bytes, tuple[bytes, Any]] = {}
 
     def _load_raw(self, oid: bytes) -> bytes | None:
         raise NotImplementedError
@@ -60,25 +61,29 @@ class _Base:
 
         The value is shared with a cache: callers must not mutate it.
         """
+        got, value = self.get_any(oid)
+        if got != tag:
+            raise CorruptObjectError(f"object {short(oid)} is a {got.decode()}, expected {tag.decode()}")
+        return value
+
+    def get_any(self, oid: bytes) -> tuple[bytes, Any]:
+        """Return (tag, decoded value) of object ``oid``; the value must not be mutated."""
         hit = self._cache.get(oid)
         if hit is not None:
-            self._cache.move_to_end(oid)
-            if hit[0] != tag:
-                raise CorruptObjectError(f"object {short(oid)} is a {hit[0].decode()}, expected {tag.decode()}")
-            return hit[1]
+            return hit
         raw = self.pending.get(oid)
         if raw is None:
             raw = self._load_raw(oid)
             if raw is None:
                 raise NotFoundError(f"object {short(oid)} is missing", hint="run 'dvs fsck'")
         got, payload = _split(oid, raw)
-        if got != tag:
-            raise CorruptObjectError(f"object {short(oid)} is a {got.decode()}, expected {tag.decode()}")
-        value = codec.decode(payload)
-        self._cache[oid] = (tag, value)
+        hit = (got, codec.decode(payload))
+        self._cache[oid] = hit
         if len(self._cache) > _CACHE_SIZE:
-            self._cache.popitem(last=False)
-        return value
+            # Evict the oldest tenth; an LRU's per-hit bookkeeping costs more than it saves here.
+            for k in list(self._cache)[: _CACHE_SIZE // 10]:
+                del self._cache[k]
+        return hit
 
     def put(self, tag: bytes, value: Any) -> Digest:
         return self.put_encoded(tag, codec.encode(value))

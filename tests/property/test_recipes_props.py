@@ -224,20 +224,22 @@ def fuzzed(valid: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     return st.one_of(valid, JSON)
 
 
-# Objects with every field either plausible or junk: reaches each validation branch.
-FUZZ_ATTRIBUTE = st.fixed_dictionaries(
-    {},
-    optional={
-        "title": fuzzed(st.just("T")),
-        "key": fuzzed(st.just("k")),
-        "type": fuzzed(st.sampled_from(["checkbox", "radio_button", "options", "range", "boolean", "freeText"])),
-        "values": fuzzed(st.lists(st.text(max_size=2), max_size=2)),
-        "range": fuzzed(st.fixed_dictionaries({"min": JSON, "max": JSON}, optional={"step": JSON})),
-        "scope": fuzzed(st.lists(st.sampled_from(["*", "a"]), max_size=2)),
-        "multi": fuzzed(st.booleans()),
-        "optional": fuzzed(st.booleans()),
-    },
-)
+ATTRIBUTE_FIELDS = ["title", "key", "type", "values", "range", "scope", "multi", "optional"]
+
+
+@st.composite
+def fuzzed_attributes(draw: st.DrawFn) -> dict[str, Any]:
+    """A valid attribute with one field replaced by junk or removed: reaches each branch."""
+    a = dict(draw(ATTRIBUTES))
+    field = draw(st.sampled_from(ATTRIBUTE_FIELDS))
+    if draw(st.booleans()):
+        a.pop(field, None)
+    else:
+        a[field] = draw(JSON)
+    return a
+
+
+FUZZ_ATTRIBUTE = fuzzed_attributes()
 FUZZ_LABEL = st.recursive(
     st.fixed_dictionaries({"tag": fuzzed(TAGS)}, optional={"color": fuzzed(COLORS), "attributes": fuzzed(V1)}),
     lambda kids: st.fixed_dictionaries(
@@ -262,6 +264,12 @@ FUZZ_LABEL = st.recursive(
 @settings(max_examples=500)
 def test_parse_fuzzed_fields_raises_only_recipe_error(doc: dict[str, Any]) -> None:
     check_parse(doc)
+
+
+@given(st.lists(FUZZ_ATTRIBUTE, min_size=1, max_size=2))
+@settings(max_examples=500)
+def test_parse_fuzzed_attributes_raises_only_recipe_error(attributes: list[Any]) -> None:
+    check_parse({"attributes": attributes})
 
 
 @given(recipe_docs(), JSON, st.randoms(use_true_random=False))

@@ -277,6 +277,7 @@ def test_attribute_normalisation() -> None:
         ({"scope": "*"}, "scope must be a list"),
         ({"type": "range"}, "needs range"),
         ({"type": "range", "range": {"min": 0}}, "needs range"),
+        ({"type": "range", "range": 5}, "needs range"),
         ({"type": "range", "range": {"min": True, "max": 1}}, "expected a number, got bool"),
         ({"type": "range", "range": {"min": 2, "max": 1}}, "min is greater than max"),
         ({"type": "range", "range": {"min": 0, "max": 1, "step": 0}}, "step must be positive"),
@@ -476,6 +477,24 @@ def test_merge_label_changed_one_side_removed_other() -> None:
         ("labels.a", "changed on one side and removed on the other")]
     merged, conflicts = merge_recipes(recipe([v1("a")]), recipe([v1("a")]), recipe([v1("a", "x")]))
     assert conflicts == [] and merged["labels"] == [v1("a", "x") | {"children": []}]
+
+
+def test_merge_conflicted_label_under_removed_parent_is_one_conflict_in_either_order() -> None:
+    base = recipe([{"tag": "a", "children": [v1("x")]}])
+    removed = recipe([])
+    changed = recipe([{"tag": "a", "children": [v1("x", "new")]}])
+    m1, c1 = merge_recipes(base, removed, changed)
+    m2, c2 = merge_recipes(base, changed, removed)
+    assert [c["path"] for c in c1] == [c["path"] for c in c2] == ["labels.a.x"]
+    assert names(m1) == [] and names(m2) == ["a", "a.x"]  # each keeps ours, as a whole tree
+
+
+def test_merge_add_under_removed_grandparent() -> None:
+    base = recipe(tags("a", "a.b"))
+    merged, conflicts = merge_recipes(base, recipe([]), recipe(tags("a", "a.b", "a.b.c")))
+    assert names(merged) == ["a", "a.b", "a.b.c"]
+    assert [(c["path"], c["ours"], c["theirs"]) for c in conflicts] == [("labels.a", None, {}), ("labels.a.b", None, {})]
+    assert conflicts[0]["detail"] == "removed on one side while the other side added labels under it"
 
 
 def test_merge_without_base_is_a_union() -> None:
