@@ -41,12 +41,6 @@ JSON_SUFFIX = ".json"
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 MAX_JSON_DEPTH = 100
 MAX_ID_LEN = 256
-# Item-level fields that are server state or derived from the item record (items layer):
-# read from elsewhere or recomputed, so not carried from the JSON.
-IGNORED_ITEM_FIELDS = frozenset(
-    {"id", "datasetId", "url", "dataset", "dir", "name", "filename", "type", "stream", "thumbnail",
-     "annotated", "annotationsCount", "createdAt", "updatedAt", "updatedBy", "creator", "binary", "size"}
-)  # fmt: skip
 
 
 def read_json_file(path: str | os.PathLike[str]) -> Any:
@@ -159,6 +153,9 @@ def load_item_json(path_or_dict: str | os.PathLike[str] | Mapping[str, Any]) -> 
         When the document has a top-level ``"status": {task_id: status}`` (the Item JSON a
         checkout writes), it decides which tasks exist and their status; refs then only
         contribute each task's other fields. ``hidden`` is None when the JSON does not say.
+        Other top-level item fields (``id``, ``filename``, ``dir``, ``name``, ``url``,
+        ``stream``, ``size``, ``binary``, ``createdAt``...) are server state or belong to
+        the items layer, which the binary and the path decide; they are not read.
 
     Raises:
         ImportFormatError: The JSON is not an item document, naming the file and the entry.

@@ -61,7 +61,6 @@ coco_ish = st.fixed_dictionaries(
 )
 
 
-
 def _encode_counts(counts: list[int]) -> str:
     out = []
     for i, c in enumerate(counts):

@@ -101,7 +101,14 @@ def test_box_convention(tmp_path: Path) -> None:
     assert a["attributes"] == {}
     assert a["metadata"] == {
         "system": {
-            "coco": {"id": 7, "category_id": 1, "iscrowd": 0, "area": 12.5, "bbox": [10, 20.5, 30, 40], "segmentation": []}
+            "coco": {
+                "id": 7,
+                "category_id": 1,
+                "iscrowd": 0,
+                "area": 12.5,
+                "bbox": [10, 20.5, 30, 40],
+                "segmentation": [],
+            }
         },
         "user": {},
     }
@@ -237,7 +244,10 @@ def test_annotation_ids_are_fresh_and_unique(tmp_path: Path) -> None:
 
 
 def test_utf8_bom_and_unicode_names(tmp_path: Path) -> None:
-    doc = {"images": [{"id": 1, "file_name": "chats/\u00e9t\u00e9.jpg"}], "categories": [{"id": 1, "name": "chat \U0001f431"}]}
+    doc = {
+        "images": [{"id": 1, "file_name": "chats/\u00e9t\u00e9.jpg"}],
+        "categories": [{"id": 1, "name": "chat \U0001f431"}],
+    }
     path = tmp_path / "bom.json"
     path.write_bytes(b"\xef\xbb\xbf" + json.dumps(doc, ensure_ascii=False).encode("utf-8"))
     result = load_coco(path)
@@ -297,7 +307,7 @@ def test_missing_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize("text", ["NaN", "Infinity", "-Infinity", "1e999"])
 def test_non_finite_numbers(tmp_path: Path, text: str) -> None:
     path = tmp_path / "c.json"
-    path.write_text('{"images": [], "x": %s}' % text, encoding="utf-8")
+    path.write_text(f'{{"images": [], "x": {text}}}', encoding="utf-8")
     with pytest.raises(ImportFormatError):
         load_coco(path)
 
@@ -317,7 +327,9 @@ def test_lone_surrogate(tmp_path: Path) -> None:
         load_coco(path)
 
 
-@pytest.mark.parametrize("doc", [[], "x", 3, None, {"annotations": []}, {"images": {}}, {"images": [], "annotations": {}}])
+@pytest.mark.parametrize(
+    "doc", [[], "x", 3, None, {"annotations": []}, {"images": {}}, {"images": [], "annotations": {}}]
+)
 def test_wrong_top_level(tmp_path: Path, doc: Any) -> None:
     expect_error(tmp_path, doc)
 
