@@ -43,6 +43,7 @@ from dvstore.hashing import hash_bytes
 
 __all__ = [
     "ATTRIBUTE_TYPES",
+    "LABEL_DISPLAY_FIELDS",
     "MAX_DEPTH",
     "add_labels",
     "canonical_ontology",
@@ -85,8 +86,7 @@ def _fail(where: str, message: str) -> NoReturn:
     raise RecipeError(f"{message} (at {where})" if where else message)
 
 
-# --------------------------------------------------------------------------------------
-# ids and the default recipe
+# --- ids and the default recipe ---
 
 
 def new_recipe_id() -> str:
@@ -104,8 +104,7 @@ def describe_recipe(recipe: Mapping[str, Any]) -> str:
     return f"{recipe.get('id')}/{recipe.get('title')}"
 
 
-# --------------------------------------------------------------------------------------
-# parsing untrusted documents
+# --- parsing untrusted documents ---
 
 
 def _check_str(value: str, where: str) -> str:
@@ -210,14 +209,18 @@ def _parse_labels(
         label: dict[str, Any] = {"tag": tag}
         attrs = fields.get("attributes")
         if attrs is not None:
-            names = _string_list(attrs, f"{here}.attributes", "label attributes must be a list of strings")
+            names = _string_list(
+                attrs, f"{here}.attributes", "label attributes must be a list of strings"
+            )
             if names:
                 label["attributes"] = names
         display = _display(fields, here)
         if display:
             ui_labels[prefix + tag] = display
         children = node.get("children") if "children" in node else fields.get("children")
-        label["children"] = _parse_labels(children, f"{here}.children", depth + 1, prefix + tag + ".", ui_labels)
+        label["children"] = _parse_labels(
+            children, f"{here}.children", depth + 1, prefix + tag + ".", ui_labels
+        )
         out[tag] = label
     return [out[t] for t in sorted(out)]
 
@@ -329,6 +332,36 @@ def _unwrap(doc: dict[str, Any]) -> dict[str, Any]:
     return onts[0]
 
 
+def _parse_ui(
+    doc: Mapping[str, Any], labels: list[dict[str, Any]], ui_labels: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    """The ``ui`` of a record: a given ``ui`` map (a record re-parsed) plus what labels carry."""
+    ui: dict[str, Any] = {}
+    given = doc.get("ui")
+    if given is not None:
+        if type(given) is not dict:
+            _fail("ui", "ui must be an object")
+        ui = _json_value(given, "ui")
+        given_labels = ui.pop("labels", None)
+        if given_labels is not None and type(given_labels) is not dict:
+            _fail("ui.labels", "ui.labels must be an object keyed by label name")
+        known = set(flat_labels({"labels": labels}))
+        for name, fields in (given_labels or {}).items():
+            if type(fields) is not dict:
+                _fail(f"ui.labels.{name}", "label display data must be an object")
+            display = _display(fields, f"ui.labels.{name}")
+            # Display data follows labels: entries of labels the recipe lacks are dropped,
+            # and fields written on a label itself win.
+            if name in known and display:
+                ui_labels[name] = {**display, **ui_labels.get(name, {})}
+    for key in _UI_FIELDS:
+        if doc.get(key) is not None:
+            ui[key] = _json_value(doc[key], key)
+    if ui_labels:
+        ui["labels"] = ui_labels
+    return ui
+
+
 def _parse_id(value: Any, where: str) -> str:
     if type(value) is not str or not _ID_RE.match(value):
         _fail(where, f"recipe id must be 24 hex characters, got {value!r}")
@@ -360,17 +393,12 @@ def parse_recipe(doc: Any, *, recipe_id: str | None = None) -> dict[str, Any]:
     body = _unwrap(doc)
     if "labels" in body and "roots" in body:
         _fail("", "a recipe cannot have both 'labels' and 'roots'")
-    rid = recipe_id
-    if rid is not None:
-        rid = _parse_id(rid, "recipe_id")
-    else:
-        for source in (doc, body):
-            for name in ("id", "recipe_id"):
-                if source.get(name) is not None:
-                    rid = _parse_id(source[name], name)
-                    break
-            if rid is not None:
-                break
+    # An explicit id wins; then the export's own (a recipe's before its ontology's), so
+    # re-importing an export keeps its lineage.
+    given = [(n, src[n]) for src in (doc, body) for n in ("id", "recipe_id") if src.get(n) is not None]
+    if recipe_id is not None:
+        given.insert(0, ("recipe_id", recipe_id))
+    rid = _parse_id(given[0][1], given[0][0]) if given else new_recipe_id()
     title = doc.get("title") if doc.get("title") is not None else body.get("title")
     if title is None:
         title = "untitled"
@@ -384,35 +412,15 @@ def parse_recipe(doc: Any, *, recipe_id: str | None = None) -> dict[str, Any]:
     if metadata is not None and type(metadata) is not dict:
         _fail("metadata", "metadata must be an object")
     attributes = _parse_attributes(
-        [("attributes", body.get("attributes")), ("metadata.attributes", (metadata or {}).get("attributes"))]
+        [
+            ("attributes", body.get("attributes")),
+            ("metadata.attributes", (metadata or {}).get("attributes")),
+        ]
     )
 
-    ui: dict[str, Any] = {}
-    given_ui = doc.get("ui")
-    if given_ui is not None:
-        if type(given_ui) is not dict:
-            _fail("ui", "ui must be an object")
-        for key, value in given_ui.items():
-            if key != "labels":
-                ui[key] = _json_value(value, f"ui.{key}")
-        given_labels = given_ui.get("labels")
-        if given_labels is not None and type(given_labels) is not dict:
-            _fail("ui.labels", "ui.labels must be an object keyed by label name")
-        known = set(flat_labels({"labels": labels}))
-        for name, fields in (given_labels or {}).items():
-            if type(fields) is not dict:
-                _fail(f"ui.labels.{name}", "label display data must be an object")
-            display = _display(fields, f"ui.labels.{name}")
-            # Entries of labels the recipe lacks are dropped: display data follows labels.
-            if name in known and display:
-                ui_labels[name] = {**display, **ui_labels.get(name, {})}
-    for key in _UI_FIELDS:
-        if doc.get(key) is not None:
-            ui[key] = _json_value(doc[key], key)
-    if ui_labels:
-        ui["labels"] = ui_labels
+    ui = _parse_ui(doc, labels, ui_labels)
     return {
-        "id": rid if rid is not None else new_recipe_id(),
+        "id": rid,
         "title": _check_str(title, "title"),
         "labels": labels,
         "attributes": attributes,
@@ -449,8 +457,7 @@ def load_recipe_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise RecipeError(f"recipe file {name}: {e.message}", hint=e.hint) from None
 
 
-# --------------------------------------------------------------------------------------
-# canonical ontology and compatibility
+# --- canonical ontology and compatibility ---
 
 
 def _require_record(recipe: Any) -> Mapping[str, Any]:
@@ -536,12 +543,12 @@ def check_compatible(named: list[tuple[str, Mapping[str, Any]]]) -> None:
             raise IncompatibleRecipesError(
                 f"Cannot merge datasets with different recipes: {first_name}={describe_recipe(first)} "
                 f"vs {name}={describe_recipe(recipe)}. Switch recipe first (dvs recipe switch).",
-                hint=f"give {name} the recipe of {first_name}: dvs recipe switch {name} --from {first_name}",
+                hint=f"give {name} the recipe of {first_name}: "
+                f"dvs recipe switch {name} --from {first_name}",
             )
 
 
-# --------------------------------------------------------------------------------------
-# labels
+# --- labels ---
 
 
 def flat_labels(recipe: Mapping[str, Any]) -> list[str]:
@@ -581,8 +588,7 @@ def add_labels(recipe: Mapping[str, Any], names: Iterable[str]) -> dict[str, Any
     return {**recipe, "labels": _build_tree(defs)}
 
 
-# --------------------------------------------------------------------------------------
-# three-way merge and diff
+# --- three-way merge and diff ---
 
 
 def _merge3(base: Any, ours: Any, theirs: Any) -> tuple[Any, bool]:
@@ -603,7 +609,8 @@ def _conflict(path: str, base: Any, ours: Any, theirs: Any) -> dict[str, Any]:
         detail = "changed on one side and removed on the other"
     else:
         detail = "changed differently on both sides"
-    return {"kind": "recipe", "path": path, "detail": detail, "base": base, "ours": ours, "theirs": theirs}
+    return {"kind": "recipe", "path": path, "detail": detail,
+            "base": base, "ours": ours, "theirs": theirs}
 
 
 def _merge_maps(
@@ -667,7 +674,8 @@ def _restore_parents(
                     needed_by_clean.add(parent)
     conflicts = []
     for parent in sorted(needed):
-        labels[parent] = next(d for d in (ours.get(parent), theirs.get(parent), base.get(parent)) if d is not None)
+        sides = (ours.get(parent), theirs.get(parent), base.get(parent))
+        labels[parent] = next(d for d in sides if d is not None)
         if parent in needed_by_clean and "labels." + parent not in conflicted:
             c = _conflict("labels." + parent, base.get(parent), ours.get(parent), theirs.get(parent))
             c["detail"] = "removed on one side while the other side added labels under it"
@@ -704,7 +712,9 @@ def merge_recipes(
     bl, ol, tl = _label_defs(b), _label_defs(ours), _label_defs(theirs)
     labels, conflicts = _merge_maps("labels.", bl, ol, tl)
     conflicts.extend(_restore_parents(labels, bl, ol, tl, {c["path"] for c in conflicts}))
-    attrs, attr_conflicts = _merge_maps("attributes.", _attribute_defs(b), _attribute_defs(ours), _attribute_defs(theirs))
+    attrs, attr_conflicts = _merge_maps(
+        "attributes.", _attribute_defs(b), _attribute_defs(ours), _attribute_defs(theirs)
+    )
     conflicts.extend(attr_conflicts)
     title, _ = _merge3(b.get("title"), ours.get("title"), theirs.get("title"))
     merged = {
@@ -735,16 +745,16 @@ def diff_recipes(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
         names (a removed parent lists its children too); a label is changed when its own v1
         attributes are. Display data is not compared.
     """
+    title_a, title_b = a.get("title"), b.get("title")
     return {
         "labels": _diff_maps(_label_defs(a), _label_defs(b)),
         "attributes": _diff_maps(_attribute_defs(a), _attribute_defs(b)),
-        "title": None if a.get("title") == b.get("title") else {"a": a.get("title"), "b": b.get("title")},
+        "title": None if title_a == title_b else {"a": title_a, "b": title_b},
         "compatible": compatible(a, b),
     }
 
 
-# --------------------------------------------------------------------------------------
-# label remapping (--map-labels)
+# --- label remapping (--map-labels) ---
 
 
 def _add_pair(out: dict[str, str], old: Any, new: Any) -> None:
@@ -787,7 +797,9 @@ def parse_label_map(spec: str | Mapping[str, Any]) -> dict[str, str]:
                 _add_pair(out, old, new)
             return out
     if not isinstance(spec, Mapping):
-        raise UsageError(f"a label map must be a JSON object of old -> new names, got {type(spec).__name__}")
+        raise UsageError(
+            f"a label map must be a JSON object of old -> new names, got {type(spec).__name__}"
+        )
     for old, new in spec.items():
         _add_pair(out, old, new)
     return out
@@ -809,7 +821,9 @@ def remap_label(label: str, mapping: Mapping[str, str]) -> str:
     return label
 
 
-def remap_annotation_labels(annotations: Iterable[Any], mapping: Mapping[str, str]) -> list[dict[str, Any]]:
+def remap_annotation_labels(
+    annotations: Iterable[Any], mapping: Mapping[str, str]
+) -> list[dict[str, Any]]:
     """Return copies of the annotations with their ``label`` remapped; inputs are untouched.
 
     Raises:

@@ -25,6 +25,7 @@ from dvstore.recipes import (
 
 RID = "0123456789abcdef01234567"
 IDS = st.sampled_from([RID, "f" * 24, "e" * 24])
+ONE_ID = st.just(RID)
 
 # Small alphabets, so that independently drawn recipes overlap and merges meet every case.
 TAGS = st.sampled_from(["a", "b", "c", "dog", "Cat"])
@@ -91,7 +92,7 @@ def recipe_docs(draw: st.DrawFn) -> dict[str, Any]:
 
 
 @st.composite
-def recipes(draw: st.DrawFn, ids: st.SearchStrategy[str] = st.just(RID)) -> dict[str, Any]:
+def recipes(draw: st.DrawFn, ids: st.SearchStrategy[str] = ONE_ID) -> dict[str, Any]:
     return parse_recipe(draw(recipe_docs()), recipe_id=draw(ids))
 
 

@@ -1,0 +1,1254 @@
+"""Working folders: ``checkout`` a version into a folder, ``status`` of the folder against it,
+and ``commit`` of the folder's changes as the next version (CLI.md "The working folder").
+
+Layout::
+
+    DIR/items/<filename>          a copy of the binary (mode 0644, never a link into the store)
+    DIR/json/<filename>.json      views.item_json of the item, pretty, sorted keys
+    DIR/.dvs-checkout             {"format", "store", "store_id", "dataset", "dataset_id",
+                                   "commit", "time"}: where the folder came from
+
+This module owns materialisation (RELIABILITY §3.1: every item name is re-validated, every
+directory is walked with ``O_DIRECTORY|O_NOFOLLOW`` under a parent fd, every file is created
+with ``O_CREAT|O_EXCL|O_NOFOLLOW`` under a temp name and renamed within its directory fd, so
+nothing is ever written through a symlink), reading the folder back (again without following
+links), and turning what changed into Editor calls. It must not touch the store's write
+order (``Editor.commit`` / ``Repository.publish`` own it) or trust a name it did not check.
+
+Fast status: every file checkout or commit writes, and every file status had to read, is
+recorded in the store's stat cache (``ingest.stat_entry``; key = the file's real path). An
+item file whose stat matches a trusted entry naming the item's blob is unchanged without
+being read. A json file's entry carries ``{"itemJson": K}`` in its ``system`` slot, where K
+hashes the item's four layer records (``_json_key``): the file is unchanged, unread, when K
+equals the key of the checked-out version's records.
+
+Rules decided here where the spec is silent (also in the ``commit`` docstring):
+
+* A json file left out (or deleted) changes nothing, and so does a top-level field left out
+  of a json file: ``annotations``, ``metadata``, ``status`` / ``metadata.system.refs``,
+  ``hidden`` are each applied only when present.
+* ``id`` in a json file must be the id of the item at that path; a new item's json has no
+  ``id``. ``filename``, when present, must name the item the file's path names.
+* Task status can be edited in the ``status`` map or in ``metadata.system.refs``; when both
+  are edited they must agree. A task whose status is null is removed.
+* Moving a file under ``items/`` is a delete plus an add (the new path is a new item).
+* After a commit the json of every item the commit touched is rewritten from the new version
+  (so minted annotation ids appear), and the json of removed items is deleted.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import math
+import os
+import secrets
+import stat as statmod
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from dvstore import codec, tree
+from dvstore.api import Dataset, Store
+from dvstore.edit import Editor, normalize_annotation
+from dvstore.errors import (
+    ConflictError,
+    CorruptionError,
+    DvsError,
+    ImportFormatError,
+    InvalidNameError,
+    NotFoundError,
+    StorageError,
+    UsageError,
+)
+from dvstore.hashing import CHUNK, Digest, hash_bytes, new_hasher, short
+from dvstore.ingest import RACY_NS, Progress, cache_hit, stat_entry
+from dvstore.io import dataloop, imageinfo
+from dvstore.model import normalize_filename, now_iso
+from dvstore.repo import ANNSET, DatasetRecord, Repository, path_key
+from dvstore.storage.blobs import SMALL_MAX, storage_error
+from dvstore.views import item_json
+
+CHECKOUT_FILE = ".dvs-checkout"
+CHECKOUT_FORMAT = 1
+ITEMS_DIR = "items"
+JSON_DIR = "json"
+JSON_SUFFIX = ".json"
+FILE_MODE = 0o644
+DIR_MODE = 0o755
+TMP_PREFIX = ".dvs-tmp-"
+_TMP_LEN = len(TMP_PREFIX) + 16
+_JSON_KEY_TAG = b"dvs-item-json:1\0"
+_CACHE_MARK = "itemJson"
+_CACHE_BATCH = 20_000
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_LINK_ERRNOS = (errno.ENOTDIR, errno.ELOOP)
+JSON_PARTS = ("annotations", "metadata", "status", "hidden")
+
+
+# -- results -----------------------------------------------------------------------------
+
+
+@dataclass
+class CheckoutStats:
+    """What ``checkout`` wrote."""
+
+    dir: str
+    dataset: str
+    version: str
+    items: int = 0
+    bytes: int = 0
+    json_files: int = 0
+    skipped_json: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"dir": self.dir, "dataset": self.dataset, "version": self.version, "items": self.items,
+                "bytes": self.bytes, "json_files": self.json_files, "skipped_json": list(self.skipped_json)}
+
+
+@dataclass
+class Status:
+    """How a working folder differs from the version it was checked out from.
+
+    ``json_changed`` maps an existing item's filename to the parts its json file changes
+    (``annotations``, ``metadata``, ``status``, ``hidden``). ``ignored`` lists json files
+    (relative to the folder) that describe no item. ``read`` counts the files whose
+    contents had to be read (0 for an unchanged folder whose stat cache is warm).
+    """
+
+    dir: str
+    dataset: str
+    version: str
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    modified: list[str] = field(default_factory=list)
+    json_changed: dict[str, list[str]] = field(default_factory=dict)
+    ignored: list[str] = field(default_factory=list)
+    read: int = 0
+
+    @property
+    def clean(self) -> bool:
+        return not (self.added or self.removed or self.modified or self.json_changed)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"dir": self.dir, "dataset": self.dataset, "version": self.version, "clean": self.clean,
+                "added": list(self.added), "removed": list(self.removed), "modified": list(self.modified),
+                "json_changed": {k: list(v) for k, v in self.json_changed.items()},
+                "ignored": list(self.ignored)}
+
+
+@dataclass
+class CommitResult:
+    """What ``commit_folder`` did: the new version (None when nothing changed) and the changes."""
+
+    version: Digest | None
+    parent: Digest
+    status: Status
+    warnings: list[str] = field(default_factory=list)
+
+
+# -- small helpers -----------------------------------------------------------------------
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal as stored (1, 1.0 and True differ)."""
+    return codec.encode(a) == codec.encode(b)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (bytes, bytearray)):
+        return bytes(o).hex()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def render_json(view: dict[str, Any]) -> bytes:
+    """The bytes of a json/ file: pretty, sorted keys, UTF-8, newline at the end."""
+    text = json.dumps(view, indent=2, sort_keys=True, ensure_ascii=False, default=_json_default)
+    return (text + "\n").encode("utf-8")
+
+
+def _display(*parts: str) -> str:
+    return "/".join(p for p in parts if p)
+
+
+def _is_tmp_name(name: str) -> bool:
+    return name.startswith(TMP_PREFIX) and len(name) == _TMP_LEN
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def _unlink_quiet(name: str, dir_fd: int) -> None:
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except OSError:
+        pass
+
+
+# -- safe directory access -----------------------------------------------------------------
+
+
+def _open_dir(parent_fd: int, name: str, display: str, *, create: bool, replace_links: bool) -> int:
+    """Open (or create) the directory ``name`` under ``parent_fd`` without following a link.
+
+    With ``replace_links`` a symlink in the way is removed (the link itself, never its
+    target) and a real directory made in its place; otherwise it is an error.
+    """
+    try:
+        return os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+    except FileNotFoundError:
+        if not create:
+            raise
+    except OSError as e:
+        if e.errno not in _LINK_ERRNOS:
+            raise storage_error(e, f"cannot open {display}") from None
+        st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+        if not statmod.S_ISLNK(st.st_mode):
+            raise UsageError(f"{display} is in the way: it is a file, not a folder",
+                             hint="move it away and run the command again") from None
+        if not replace_links:
+            raise UsageError(f"{display} is a symbolic link; dvs never follows links in a working folder",
+                             hint="remove the link and run the command again") from None
+        os.unlink(name, dir_fd=parent_fd)
+    try:
+        os.mkdir(name, DIR_MODE, dir_fd=parent_fd)
+    except FileExistsError:
+        pass
+    except OSError as e:
+        raise storage_error(e, f"cannot create {display}") from None
+    try:
+        return os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+    except OSError as e:
+        raise UsageError(f"cannot open {display}: {e.strerror}") from None
+
+
+class _DirChain:
+    """Directory fds along one path below a root fd, reused across sorted accesses.
+
+    Sorted filenames put a folder's entries next to each other, so keeping the chain of
+    the last path open costs one ``open`` per new directory and at most depth fds.
+    """
+
+    def __init__(self, root_fd: int, base: str, *, create: bool, replace_links: bool) -> None:
+        self.root_fd = root_fd
+        self.base = base
+        self.create = create
+        self.replace_links = replace_links
+        self.names: list[str] = []
+        self.fds: list[int] = []
+
+    def fd(self, parts: list[str]) -> int:
+        keep = 0
+        while keep < len(self.names) and keep < len(parts) and self.names[keep] == parts[keep]:
+            keep += 1
+        self._pop_to(keep)
+        for name in parts[keep:]:
+            parent = self.fds[-1] if self.fds else self.root_fd
+            display = _display(self.base, *self.names, name)
+            fd = _open_dir(parent, name, display, create=self.create, replace_links=self.replace_links)
+            self.names.append(name)
+            self.fds.append(fd)
+        return self.fds[-1] if self.fds else self.root_fd
+
+    def _pop_to(self, n: int) -> None:
+        while len(self.fds) > n:
+            os.close(self.fds.pop())
+            self.names.pop()
+
+    def close(self) -> None:
+        self._pop_to(0)
+
+
+def _write_file(dir_fd: int, name: str, chunks: Iterable[bytes], display: str) -> os.stat_result:
+    """Write ``name`` under ``dir_fd`` atomically: temp file (O_EXCL|O_NOFOLLOW), then rename.
+
+    The rename replaces a symlink in the way, never what it points at. If ``chunks``
+    raises (a corrupt blob), the temp file is removed and nothing named ``name`` changes.
+    """
+    tmp = TMP_PREFIX + secrets.token_hex(8)
+    try:
+        fd = os.open(tmp, _CREATE_FLAGS, FILE_MODE, dir_fd=dir_fd)
+    except OSError as e:
+        raise storage_error(e, f"cannot write {display}") from None
+    done = False
+    try:
+        try:
+            for chunk in chunks:
+                _write_all(fd, chunk)
+            os.fchmod(fd, FILE_MODE)
+        finally:
+            os.close(fd)
+        try:
+            os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except (IsADirectoryError, NotADirectoryError) as e:
+            raise UsageError(f"{display} is in the way: it is a folder, not a file ({e.strerror})",
+                             hint="move it away and run the command again") from None
+        except OSError as e:
+            if e.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.EISDIR):
+                raise UsageError(f"{display} is in the way: it is a folder, not a file",
+                                 hint="move it away and run the command again") from None
+            raise
+        done = True
+    except OSError as e:
+        raise storage_error(e, f"cannot write {display}") from None
+    finally:
+        if not done:
+            _unlink_quiet(tmp, dir_fd)
+    return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+
+
+def _open_in(root_fd: int, parts: list[str], display: str) -> int:
+    """Open a regular file ``root/parts...`` for reading, following no link on the way."""
+    fds: list[int] = []
+    try:
+        parent = root_fd
+        for name in parts[:-1]:
+            try:
+                parent = os.open(name, _DIR_FLAGS, dir_fd=parent)
+            except OSError as e:
+                raise UsageError(f"cannot read {display}: {e.strerror}") from None
+            fds.append(parent)
+        try:
+            fd = os.open(parts[-1], _READ_FLAGS, dir_fd=parent)
+        except OSError as e:
+            if e.errno in _LINK_ERRNOS:
+                raise UsageError(f"{display} is a symbolic link; dvs never follows links in a working folder",
+                                 hint="replace it with a regular file") from None
+            raise UsageError(f"cannot read {display}: {e.strerror}") from None
+    finally:
+        for f in fds:
+            os.close(f)
+    if not statmod.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UsageError(f"{display} is not a regular file")
+    os.set_blocking(fd, True)
+    return fd
+
+
+def _read_chunks(fd: int) -> Iterator[bytes]:
+    """Every read of a working-folder file's contents goes through here (tests count calls)."""
+    while True:
+        chunk = os.read(fd, CHUNK * 4)
+        if not chunk:
+            return
+        yield chunk
+
+
+def _read_all(root_fd: int, parts: list[str], display: str) -> tuple[bytes, os.stat_result]:
+    fd = _open_in(root_fd, parts, display)
+    try:
+        st = os.fstat(fd)
+        return b"".join(_read_chunks(fd)), st
+    finally:
+        os.close(fd)
+
+
+def _hash_in(root_fd: int, parts: list[str], display: str) -> tuple[Digest, bytes, os.stat_result]:
+    """(blake3, first bytes for sniffing, stat taken before reading) of a folder file."""
+    fd = _open_in(root_fd, parts, display)
+    try:
+        st = os.fstat(fd)
+        h = new_hasher(st.st_size)
+        head = b""
+        for chunk in _read_chunks(fd):
+            if not head:
+                head = chunk[: imageinfo.HEAD_BYTES]
+            h.update(chunk)
+        return h.digest(), head, st
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class _DiskFile:
+    rel: str  # path below items/ or json/, as on disk
+    st: os.stat_result
+
+
+def _walk(root_fd: int, top: str) -> list[_DiskFile]:
+    """Regular files below ``root/top`` (missing ``top`` = none); a symlink or special file is an error."""
+    try:
+        top_fd = os.open(top, _DIR_FLAGS, dir_fd=root_fd)
+    except FileNotFoundError:
+        return []
+    except OSError as e:
+        if e.errno in _LINK_ERRNOS:
+            raise UsageError(f"{top} is not a folder (symbolic links are never followed)",
+                             hint=f"replace {top} with a real folder") from None
+        raise UsageError(f"cannot read {top}: {e.strerror}") from None
+    out: list[_DiskFile] = []
+    stack: list[tuple[str, int]] = [("", top_fd)]
+    try:
+        while stack:
+            rel, fd = stack.pop()
+            try:
+                with os.scandir(fd) as it:
+                    entries = sorted(it, key=lambda e: e.name)
+                for e in entries:
+                    r = f"{rel}/{e.name}" if rel else e.name
+                    st = e.stat(follow_symlinks=False)
+                    if statmod.S_ISDIR(st.st_mode):
+                        try:
+                            sub = os.open(e.name, _DIR_FLAGS, dir_fd=fd)
+                        except OSError as err:
+                            raise UsageError(f"cannot read {top}/{r}: {err.strerror}") from None
+                        stack.append((r, sub))
+                    elif statmod.S_ISREG(st.st_mode):
+                        if not _is_tmp_name(e.name):
+                            out.append(_DiskFile(r, st))
+                    elif statmod.S_ISLNK(st.st_mode):
+                        raise UsageError(f"{top}/{r} is a symbolic link; dvs never follows links in a working folder",
+                                         hint="replace it with a regular file or remove it")
+                    else:
+                        raise UsageError(f"{top}/{r} is not a regular file", hint="remove it")
+            finally:
+                os.close(fd)
+    finally:
+        for _, fd in stack:
+            os.close(fd)
+    return out
+
+
+def _filename_of(top: str, rel: str) -> str:
+    try:
+        return normalize_filename("/" + rel)
+    except InvalidNameError as e:
+        raise InvalidNameError(f"hostile file name in the working folder: {top}/{rel!r}: {e.message}",
+                               hint=f"rename or remove that file under {top}/") from None
+
+
+def _cache_key(root: str, top: str, rel: str) -> bytes:
+    return os.fsencode(f"{root}/{top}/{rel}")
+
+
+def _lookup_stat(repo: Repository, keys: list[bytes]) -> dict[bytes, list[Any]]:
+    """Stat-cache entries for many paths in one read (the format of ``ingest``)."""
+    def fn(t: Any) -> dict[bytes, list[Any]]:
+        out: dict[bytes, list[Any]] = {}
+        for k in keys:
+            v = t.get("stat_cache", k)
+            if v is None:
+                continue
+            try:
+                rec = codec.decode(v)
+            except CorruptionError:
+                continue
+            if isinstance(rec, list) and len(rec) == 8:
+                out[k] = rec
+        return out
+    return repo.db.read(fn)
+
+
+def _settle(max_mtime_ns: int) -> int:
+    """Wait until files written up to now are no longer "racily clean"; return verified_ns."""
+    deadline = time.monotonic() + 1.0
+    while True:
+        now = time.time_ns()
+        if max_mtime_ns < now - RACY_NS - 1_000_000 or time.monotonic() > deadline:
+            return now
+        time.sleep(max(0.001, min(0.05, (max_mtime_ns + RACY_NS + 2_000_000 - now) / 1e9)))
+
+
+_CacheRow = tuple[bytes, os.stat_result, bytes, str, dict[str, Any]]
+"""(stat-cache key, stat, blob, mimetype, system) of one file, before ``stat_entry``."""
+
+
+def _store_stat_cache(repo: Repository, pending: list[_CacheRow]) -> None:
+    """Record (key, stat, blob, mimetype, system) entries after the racy window; best effort."""
+    if not pending:
+        return
+    verified = _settle(max(p[1].st_mtime_ns for p in pending))
+    rows = [(k, stat_entry(st, verified, blob, mt, system)) for k, st, blob, mt, system in pending]
+    try:
+        for i in range(0, len(rows), _CACHE_BATCH):
+            batch = rows[i: i + _CACHE_BATCH]
+
+            def put(t: Any, batch: list[tuple[bytes, bytes]] = batch) -> None:
+                for k, v in batch:
+                    t.put("stat_cache", k, v)
+
+            repo.db.write(put)
+    except DvsError:
+        pass  # derived data: a later status hashes instead
+
+
+# -- the checked-out version -----------------------------------------------------------------
+
+
+@dataclass
+class _VItem:
+    iid: bytes
+    irec: dict[str, Any]
+    ann_oid: bytes | None
+    meta: dict[str, Any] | None
+    status: dict[str, Any] | None
+
+
+def _json_key(v: _VItem) -> str:
+    """Hash of the records an item's json is made from: equal keys, equal json."""
+    return hash_bytes(_JSON_KEY_TAG + codec.encode([v.iid, v.irec, v.ann_oid, v.meta, v.status])).hex()
+
+
+def _view(repo: Repository, v: _VItem) -> dict[str, Any]:
+    annset = repo.objects.get(v.ann_oid, ANNSET) if v.ann_oid else None
+    return item_json(v.iid, v.irec, annset, v.meta, v.status)
+
+
+def _records(repo: Repository, cid: bytes, filenames: Iterable[str]) -> dict[str, _VItem]:
+    """The records of some items of a version, by filename (missing names are left out)."""
+    c = repo.commit(cid)
+    objs = repo.objects
+    items_root = c.layers["items"] or tree.EMPTY
+    path_root = repo.path_index(items_root)
+    out: dict[str, _VItem] = {}
+    for fn in filenames:
+        hit = tree.get(objs, path_root, path_key(fn))
+        if hit is None or hit[0] != fn:
+            continue
+        iid = bytes(hit[1])
+        irec = tree.get(objs, items_root, iid)
+        if irec is None:
+            continue
+        vals = [tree.get(objs, c.layers[layer], iid) if c.layers[layer] else None
+                for layer in ("annotations", "metadata", "status")]
+        out[fn] = _VItem(iid, irec, vals[0], vals[1], vals[2])
+    return out
+
+
+def _version_items(store: Store, rec: DatasetRecord, cid: Digest) -> dict[str, _VItem]:
+    ds = Dataset(store, rec, cid)
+    return {irec["filename"]: _VItem(iid, irec, ann, meta, st)
+            for iid, irec, ann, meta, st in ds.items.iter_records()}
+
+
+def _checked_names(items: Iterable[str]) -> tuple[set[str], set[str]]:
+    """Validate the filenames of a version for materialising; return (names, folder names).
+
+    A hand-crafted tree can bypass ingest, so every name is checked again: canonical (as
+    ``normalize_filename`` returns it), unique, and never both a file and a folder.
+    """
+    names: set[str] = set()
+    for fn in items:
+        try:
+            canon = normalize_filename(fn)
+        except InvalidNameError as e:
+            raise InvalidNameError(f"cannot check out: the version holds a hostile item name: {e.message}",
+                                   hint="the version was not made by dvs; run 'dvs fsck'") from None
+        if canon != fn:
+            raise InvalidNameError(f"cannot check out: item name {fn!r} is not in canonical form ({canon!r})",
+                                   hint="the version was not made by dvs; run 'dvs fsck'")
+        if fn in names:
+            raise InvalidNameError(f"cannot check out: two items are named {fn!r}")
+        names.add(fn)
+    folders: set[str] = set()
+    for fn in names:
+        i = fn.find("/", 1)
+        while i != -1:
+            folders.add(fn[:i])
+            i = fn.find("/", i + 1)
+    clash = names & folders
+    if clash:
+        fn = min(clash)
+        raise InvalidNameError(f"cannot check out: {fn!r} is both an item and a folder of other items",
+                               hint="rename one of them in the dataset")
+    return names, folders
+
+
+# -- checkout --------------------------------------------------------------------------------
+
+
+def _resolve(store: Store, dataset: Dataset | str, commit_id: bytes | str | None) -> tuple[DatasetRecord, Digest]:
+    repo = store.repo
+    if isinstance(dataset, Dataset):
+        rec = dataset.record
+        default = dataset.head_id
+    else:
+        rec, default = repo.resolve(dataset)
+    if commit_id is None:
+        return rec, default
+    if isinstance(commit_id, str):
+        return rec, repo.resolve_rev(rec, repo.head(rec), commit_id)
+    if len(commit_id) != 32:
+        raise UsageError(f"invalid commit id {bytes(commit_id).hex()!r}")
+    repo.commit(commit_id)  # exists and decodes
+    return rec, Digest(bytes(commit_id))
+
+
+def _prepare_target(dest: str, store: Store, force: bool) -> None:
+    real = os.path.realpath(dest)
+    store_real = os.path.realpath(store.path)
+    if real == store_real or real.startswith(store_real + os.sep):
+        raise UsageError(f"cannot check out inside the store ({store.path})", hint="choose another folder")
+    try:
+        st = os.stat(dest)
+    except FileNotFoundError:
+        try:
+            os.makedirs(dest, mode=DIR_MODE, exist_ok=True)
+        except OSError as e:
+            raise storage_error(e, f"cannot create {dest}") from None
+        return
+    if not statmod.S_ISDIR(st.st_mode):
+        raise UsageError(f"{dest} exists and is not a folder")
+    if os.listdir(dest) and not force:
+        raise UsageError(f"{dest} is not empty", hint="check out into an empty folder, or pass --force")
+
+
+def checkout(store: Store, dataset: Dataset | str, commit_id: bytes | str | None, dest_dir: str, *,
+             force: bool = False, progress: Progress | None = None) -> CheckoutStats:
+    """Materialise a version as a working folder (CLI.md "The working folder").
+
+    Args:
+        store: The open store.
+        dataset: A Dataset, or a name (``NAME`` or ``NAME@REV``).
+        commit_id: The version (32-byte id or a revision string); None for ``dataset``'s
+            own version (its head, or the revision it was opened at).
+        dest_dir: The folder; created when missing. It must be empty unless ``force``.
+        force: Write into a non-empty folder: files in the way are replaced, symlinks in the
+            way are removed (never followed), other files are left alone (``status`` then
+            shows them as added).
+        progress: Called with (done, total).
+
+    Returns:
+        What was written. Every blob is verified while it streams; a corrupt or missing blob
+        fails the checkout (CorruptObjectError / NotFoundError) and leaves no file for it.
+
+    Raises:
+        InvalidNameError: The version holds a hostile or clashing item name; nothing written.
+        UsageError: The folder is not empty (without ``force``), or is inside the store.
+    """
+    repo = store.repo
+    rec, cid = _resolve(store, dataset, commit_id)
+    dest = os.path.abspath(dest_dir)
+    stats = CheckoutStats(dir=dest, dataset=rec.name, version=cid.hex())
+    records = sorted(_version_items(store, rec, cid).items())
+    _names, folders = _checked_names(fn for fn, _ in records)
+    _prepare_target(dest, store, force)
+    root = os.path.realpath(dest)
+    root_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    pending: list[_CacheRow] = []
+    try:
+        items_fd = _open_dir(root_fd, ITEMS_DIR, ITEMS_DIR, create=True, replace_links=force)
+        json_fd = _open_dir(root_fd, JSON_DIR, JSON_DIR, create=True, replace_links=force)
+        items_chain = _DirChain(items_fd, ITEMS_DIR, create=True, replace_links=force)
+        json_chain = _DirChain(json_fd, JSON_DIR, create=True, replace_links=force)
+        try:
+            with repo.lock():
+                total = len(records)
+                for i, (fn, v) in enumerate(records):
+                    parts = fn[1:].split("/")
+                    rel = fn[1:]
+                    dfd = items_chain.fd(parts[:-1])
+                    st = _write_file(dfd, parts[-1], repo.blobs.iter_verified(v.irec["blob"]), f"{ITEMS_DIR}/{rel}")
+                    pending.append((_cache_key(root, ITEMS_DIR, rel), st, bytes(v.irec["blob"]),
+                                    v.irec.get("mimetype", imageinfo.OCTET_STREAM), v.irec.get("system") or {}))
+                    stats.items += 1
+                    stats.bytes += st.st_size
+                    if fn + JSON_SUFFIX in folders:
+                        stats.skipped_json.append(fn)  # json/<fn>.json is a folder of other items' json
+                    else:
+                        data = render_json(_view(repo, v))
+                        jfd = json_chain.fd(parts[:-1])
+                        jst = _write_file(jfd, parts[-1] + JSON_SUFFIX, (data,), f"{JSON_DIR}/{rel}{JSON_SUFFIX}")
+                        pending.append((_cache_key(root, JSON_DIR, rel + JSON_SUFFIX), jst, hash_bytes(data),
+                                        "application/json", {_CACHE_MARK: _json_key(v)}))
+                        stats.json_files += 1
+                    if progress is not None and (i % 256 == 0 or i == total - 1):
+                        progress(i + 1, total)
+        finally:
+            items_chain.close()
+            json_chain.close()
+            os.close(items_fd)
+            os.close(json_fd)
+        _write_checkout_file(root_fd, repo, rec, cid)
+    finally:
+        os.close(root_fd)
+    _store_stat_cache(repo, pending)
+    return stats
+
+
+def _write_checkout_file(root_fd: int, repo: Repository, rec: DatasetRecord, cid: bytes) -> None:
+    doc = {"format": CHECKOUT_FORMAT, "store": repo.dir, "store_id": repo.config.get("store_id"),
+           "dataset": rec.name, "dataset_id": rec.id_hex, "commit": cid.hex(), "time": now_iso()}
+    data = (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()
+    _write_file(root_fd, CHECKOUT_FILE, (data,), CHECKOUT_FILE)
+
+
+# -- opening a working folder -------------------------------------------------------------------
+
+
+@dataclass
+class _Workdir:
+    root: str
+    store: Store
+    record: DatasetRecord
+    commit: Digest
+
+
+def find_workdir(start: str = ".") -> str:
+    """The working folder holding ``start``: the nearest folder at or above it with a .dvs-checkout."""
+    d = os.path.abspath(start)
+    if not os.path.isdir(d):
+        raise NotFoundError(f"no such folder: {start}")
+    while True:
+        if os.path.lexists(os.path.join(d, CHECKOUT_FILE)):
+            return d
+        parent = os.path.dirname(d)
+        if parent == d:
+            raise NotFoundError(f"{start} is not a dvs working folder (no {CHECKOUT_FILE} here or above)",
+                                hint="make one with 'dvs checkout NAME DIR'")
+        d = parent
+
+
+def _open_workdir(directory: str, store_path: str | None) -> _Workdir:
+    root = os.path.realpath(find_workdir(directory))
+    where = os.path.join(root, CHECKOUT_FILE)
+    root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        raw, _ = _read_all(root_fd, [CHECKOUT_FILE], where)
+    finally:
+        os.close(root_fd)
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+        if not isinstance(doc, dict) or doc.get("format") != CHECKOUT_FORMAT:
+            raise ValueError("not a checkout record")
+        path, name = doc["store"], doc["dataset"]
+        dsid, cid = bytes.fromhex(doc["dataset_id"]), bytes.fromhex(doc["commit"])
+        if not isinstance(path, str) or not isinstance(name, str) or len(dsid) != 16 or len(cid) != 32:
+            raise ValueError("bad field")
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        raise UsageError(f"{where} is malformed",
+                         hint="check the version out again with 'dvs checkout --force'") from None
+    store = Store(store_path or path)
+    want = doc.get("store_id")
+    if want and store.repo.config.get("store_id") not in (None, want):
+        raise UsageError(f"the store at {store.path} is not the store this folder was checked out from",
+                         hint=f"that was {path}")
+    rec = store.repo.dataset_by_id(dsid)
+    if rec is None:
+        raise NotFoundError(f"dataset {name!r} (id {dsid.hex()}) no longer exists in the store at {store.path}",
+                            hint="see 'dvs datasets'")
+    store.repo.commit(cid)
+    return _Workdir(root, store, rec, Digest(cid))
+
+
+# -- reading json edits ---------------------------------------------------------------------------
+
+
+@dataclass
+class _JsonEdit:
+    display: str
+    parts: list[str]
+    annotations: list[dict[str, Any]] | None = None
+    metadata: tuple[dict[str, Any], dict[str, Any]] | None = None
+    tasks: dict[str, tuple[str | None, dict[str, Any]]] | None = None
+    hidden: bool | None = None
+
+
+_EMPTY_DOC: dict[str, Any] = {"annotations": [], "metadata": {"system": {}, "user": {}}, "status": {}, "hidden": False}
+_TASK_FIELDS = ("type", "metadata", "ref")
+_RESERVED_KWARGS = frozenset({"filename", "task_id", "status"})
+
+
+def _parse(raw: bytes, display: str) -> dict[str, Any]:
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ImportFormatError(f"{display}: not UTF-8 text (byte {e.start})") from None
+    try:
+        doc = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+    except json.JSONDecodeError as e:
+        raise ImportFormatError(f"{display}: not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    except ValueError as e:
+        raise ImportFormatError(f"{display}: {e}") from None
+    except RecursionError:
+        raise ImportFormatError(f"{display}: JSON nested too deeply") from None
+    if not isinstance(doc, dict):
+        raise ImportFormatError(f"{display}: an item json must be an object")
+    dataloop.check_storable(doc, display)
+    return doc
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a storable number")
+
+
+def _finite_float(text: str) -> float:
+    v = float(text)
+    if not math.isfinite(v):  # "1e999"
+        raise ValueError(f"{text} is not a finite number")
+    return v
+
+
+def _load(doc: dict[str, Any], display: str) -> dict[str, Any]:
+    try:
+        return dataloop.load_item_json(doc)
+    except ImportFormatError as e:
+        raise ImportFormatError(e.message.replace("<item json>", display, 1), hint=e.hint) from None
+
+
+def _tasks_of(doc: dict[str, Any], display: str, *, use_map: bool) -> dict[str, dict[str, Any]]:
+    d = doc if use_map else {**doc, "status": None}
+    tasks = _load(d, display)["tasks"]
+    return {tid: t for tid, t in tasks.items() if t.get("status") is not None}
+
+
+def _refs_stated(doc: dict[str, Any]) -> bool:
+    md = doc.get("metadata")
+    return isinstance(md, dict) and isinstance(md.get("system"), dict) and "refs" in md["system"]
+
+
+def _effective_metadata(md: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    # What Editor.update_metadata(replace=True) keeps: user, and system without task refs.
+    system = {k: v for k, v in (md.get("system") or {}).items() if k not in ("refs", "taskStatusLog")}
+    return dict(md.get("user") or {}), system
+
+
+def _json_edit(repo: Repository, display: str, raw: bytes, filename: str, v: _VItem | None) -> _JsonEdit | None:
+    """What a json file changes relative to the checked-out item (None: nothing)."""
+    base_bytes = render_json(_view(repo, v)) if v is not None else None
+    if raw == base_bytes:
+        return None
+    doc = _parse(raw, display)
+    doc_id = doc.get("id")
+    if doc_id is not None:
+        if v is None:
+            raise UsageError(f"{display}: id {doc_id!r} does not match: {filename} is a new item "
+                             "(it gets an id when committed)", hint='remove the "id" field')
+        if doc_id != v.iid.hex():
+            raise UsageError(f"{display}: id {doc_id!r} does not match the item at {filename} ({v.iid.hex()})",
+                             hint='fix or remove the "id" field; to move an item, move its file under items/')
+    doc_fn = doc.get("filename")
+    if doc_fn is not None:
+        try:
+            same = isinstance(doc_fn, str) and normalize_filename(doc_fn) == filename
+        except InvalidNameError:
+            same = False
+        if not same:
+            raise UsageError(f"{display}: filename {doc_fn!r} does not match its path ({filename})",
+                             hint='fix or remove the "filename" field; to move an item, move its file under items/')
+    new = _load(doc, display)
+    if v is not None:
+        base_doc = json.loads(base_bytes or b"{}")
+        try:
+            base = _load(base_doc, "the checked-out version")
+        except ImportFormatError as e:
+            raise UsageError(f"{display}: this item's json cannot be edited: {e.message}",
+                             hint="restore the file with 'dvs checkout --force', "
+                                  "or edit the item through the API") from None
+        stored_anns: dict[str, Any] = dict(repo.objects.get(v.ann_oid, ANNSET)) if v.ann_oid else {}
+        stored_tasks: dict[str, Any] = dict(((v.status or {}).get("tasks")) or {})
+    else:
+        base_doc = _EMPTY_DOC
+        base = _load(base_doc, display)
+        stored_anns, stored_tasks = {}, {}
+    edit = _JsonEdit(display, [])
+
+    if "annotations" in doc:
+        new_anns = {a["id"]: a for a in new["annotations"]}
+        base_anns = {a["id"]: a for a in base["annotations"]}
+        new_qa, base_qa = new["annotation_status"], base["annotation_status"]
+        if not _same([new_anns, new_qa], [base_anns, base_qa]):
+            out = []
+            for aid, a in new_anns.items():
+                keep = aid in base_anns and aid in stored_anns and _same(a, base_anns[aid])
+                ann = dict(stored_anns[aid]) if keep else dict(a)
+                md = dict(ann.get("metadata") or {})
+                md["system"] = {**(md.get("system") or {}), "status": new_qa.get(aid)}
+                ann["metadata"] = md
+                try:
+                    normalize_annotation(ann)
+                except DvsError as e:
+                    raise UsageError(f"{display}: {e.message}", hint=e.hint) from None
+                out.append(ann)
+            edit.annotations = out
+            edit.parts.append("annotations")
+
+    if "metadata" in doc:
+        new_md, base_md = _effective_metadata(new["metadata"]), _effective_metadata(base["metadata"])
+        if not _same(list(new_md), list(base_md)):
+            edit.metadata = new_md
+            edit.parts.append("metadata")
+
+    map_stated = doc.get("status") is not None
+    refs_stated = _refs_stated(doc)
+    if map_stated or refs_stated:
+        base_map = _tasks_of(base_doc, "the checked-out version", use_map=True)
+        base_refs = _tasks_of(base_doc, "the checked-out version", use_map=False)
+        new_map = _tasks_of(doc, display, use_map=True) if map_stated else base_map
+        new_refs = _tasks_of(doc, display, use_map=False) if refs_stated else base_refs
+        map_changed = map_stated and not _same(new_map, base_map)
+        refs_changed = refs_stated and not _same(new_refs, base_refs)
+        if map_changed and refs_changed and not _same(_statuses(new_map), _statuses(new_refs)):
+            raise UsageError(f"{display}: the \"status\" map and metadata.system.refs disagree about task status",
+                             hint="edit one of them (or make them agree)")
+        target = new_map if map_changed else new_refs if refs_changed else None
+        if target is not None:
+            base_t = base_map if map_changed else base_refs
+            edit.tasks = _task_changes(target, base_t, stored_tasks)
+            if edit.tasks:
+                edit.parts.append("status")
+
+    hidden = new.get("hidden")
+    if hidden is not None and bool(hidden) != bool(base.get("hidden")):
+        edit.hidden = bool(hidden)
+        edit.parts.append("hidden")
+    return edit if edit.parts else None
+
+
+def _statuses(tasks: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {tid: t.get("status") for tid, t in tasks.items()}
+
+
+def _task_changes(new: dict[str, dict[str, Any]], base: dict[str, dict[str, Any]],
+                  stored: dict[str, Any]) -> dict[str, tuple[str | None, dict[str, Any]]]:
+    """{task id: (new status or None to remove, the other fields to store)} for changed tasks."""
+    out: dict[str, tuple[str | None, dict[str, Any]]] = {}
+    for tid in sorted(set(new) | set(base)):
+        nt, bt = new.get(tid), base.get(tid)
+        if nt is not None and bt is not None and _same(nt, bt):
+            continue
+        if nt is None:
+            out[tid] = (None, {})
+            continue
+        extra = {k: val for k, val in (stored.get(tid) or {}).items() if k != "status"}
+        for k in _TASK_FIELDS:
+            nv, bv = nt.get(k), (bt or {}).get(k)
+            if bt is None or not _same(nv, bv):
+                if nv is None:
+                    extra.pop(k, None)
+                else:
+                    extra[k] = nv
+        extra = {k: val for k, val in extra.items() if k not in _RESERVED_KWARGS}
+        status = nt.get("status")
+        out[tid] = (status if isinstance(status, str) else None, extra)
+    return out
+
+
+# -- status -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Scan:
+    wd: _Workdir
+    status: Status
+    version: dict[str, _VItem]
+    items: dict[str, _DiskFile]
+    jsons: dict[str, _DiskFile]
+    edits: dict[str, _JsonEdit]
+    new_edits: dict[str, _JsonEdit]
+    cache: list[_CacheRow]
+
+
+def _index(root_fd: int, top: str) -> dict[str, _DiskFile]:
+    out: dict[str, _DiskFile] = {}
+    for f in _walk(root_fd, top):
+        if top == JSON_DIR:
+            if not f.rel.endswith(JSON_SUFFIX):
+                continue
+            fn = _filename_of(top, f.rel[: -len(JSON_SUFFIX)])
+        else:
+            fn = _filename_of(top, f.rel)
+        if fn in out:
+            raise UsageError(f"{top}/{f.rel!r} and {top}/{out[fn].rel!r} name the same item {fn!r}",
+                             hint="remove one of them")
+        out[fn] = f
+    return out
+
+
+def _scan(wd: _Workdir) -> _Scan:
+    repo = wd.store.repo
+    version = _version_items(wd.store, wd.record, wd.commit)
+    st = Status(dir=wd.root, dataset=wd.record.name, version=wd.commit.hex())
+    root_fd = os.open(wd.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        items = _index(root_fd, ITEMS_DIR)
+        jsons = _index(root_fd, JSON_DIR)
+        keys = [_cache_key(wd.root, ITEMS_DIR, f.rel) for f in items.values()]
+        keys += [_cache_key(wd.root, JSON_DIR, f.rel) for f in jsons.values()]
+        cached = _lookup_stat(repo, keys)
+        pending: list[_CacheRow] = []
+        edits: dict[str, _JsonEdit] = {}
+        new_edits: dict[str, _JsonEdit] = {}
+        for fn in sorted(version):
+            v = version[fn]
+            f = items.get(fn)
+            if f is None:
+                st.removed.append(fn)
+                continue
+            key = _cache_key(wd.root, ITEMS_DIR, f.rel)
+            rec = cached.get(key)
+            if not (cache_hit(rec, f.st) and rec is not None and rec[5] == v.irec["blob"]):
+                parts = [ITEMS_DIR, *f.rel.split("/")]
+                digest, head, fst = _hash_in(root_fd, parts, f"{ITEMS_DIR}/{f.rel}")
+                st.read += 1
+                if digest == v.irec["blob"]:
+                    mt, system = v.irec.get("mimetype", imageinfo.OCTET_STREAM), v.irec.get("system") or {}
+                else:
+                    mt, system = imageinfo.sniff(head, fn)
+                    st.modified.append(fn)
+                pending.append((key, fst, digest, mt, system))
+        for fn in sorted(version):
+            j = jsons.get(fn)
+            if j is None:
+                continue
+            display = f"{JSON_DIR}/{j.rel}"
+            if fn not in items:
+                st.ignored.append(display)
+                continue
+            v = version[fn]
+            key = _cache_key(wd.root, JSON_DIR, j.rel)
+            jk = _json_key(v)
+            rec = cached.get(key)
+            if cache_hit(rec, j.st) and rec is not None and isinstance(rec[7], dict) and rec[7].get(_CACHE_MARK) == jk:
+                continue
+            raw, fst = _read_all(root_fd, [JSON_DIR, *j.rel.split("/")], display)
+            st.read += 1
+            edit = _json_edit(repo, display, raw, fn, v)
+            if edit is None:
+                pending.append((key, fst, hash_bytes(raw), "application/json", {_CACHE_MARK: jk}))
+            else:
+                edits[fn] = edit
+                st.json_changed[fn] = list(edit.parts)
+        for fn in sorted(set(items) - set(version)):
+            st.added.append(fn)
+            j = jsons.get(fn)
+            if j is not None:
+                display = f"{JSON_DIR}/{j.rel}"
+                raw, _ = _read_all(root_fd, [JSON_DIR, *j.rel.split("/")], display)
+                st.read += 1
+                edit = _json_edit(repo, display, raw, fn, None)
+                if edit is not None:
+                    new_edits[fn] = edit
+        for fn in sorted(set(jsons) - set(version) - set(items)):
+            st.ignored.append(f"{JSON_DIR}/{jsons[fn].rel}")
+        st.ignored.sort()
+    finally:
+        os.close(root_fd)
+    return _Scan(wd, st, version, items, jsons, edits, new_edits, pending)
+
+
+def status(directory: str = ".", *, store_path: str | None = None) -> Status:
+    """Compare a working folder with the version it was checked out from.
+
+    Reads no file whose stat matches a trusted stat-cache entry; files it had to read are
+    recorded in the stat cache so the next call does not read them again.
+
+    Args:
+        directory: The working folder (or a folder inside it).
+        store_path: Use this store instead of the one named in ``.dvs-checkout``.
+
+    Raises:
+        NotFoundError: No ``.dvs-checkout``; the store or dataset no longer exists.
+        UsageError / ImportFormatError / InvalidNameError: a malformed json file, a json
+            whose id does not match, a hostile or symlinked file under items/ or json/.
+    """
+    scan = _scan(_open_workdir(directory, store_path))
+    _store_stat_cache(scan.wd.store.repo, scan.cache)
+    return scan.status
+
+
+# -- commit -----------------------------------------------------------------------------------------
+
+
+def commit(directory: str = ".", message: str = "", *, store_path: str | None = None) -> Digest | None:
+    """Record a working folder's changes as one version whose parent is the checked-out one.
+
+    Returns the new version's id, or None when the folder has no changes. See
+    ``commit_folder`` for the rules.
+    """
+    return commit_folder(directory, message, store_path=store_path).version
+
+
+def _conflict(wd: _Workdir, head: bytes) -> ConflictError:
+    return ConflictError(
+        f"dataset {wd.record.name} has moved since this folder was checked out: the folder is at version "
+        f"{short(wd.commit)}, the head is {short(head)}; nothing was committed",
+        hint="committing onto a moved head (a three-way merge) is not supported yet: check out the head into "
+             "another folder and apply your changes there",
+    )
+
+
+def commit_folder(directory: str = ".", message: str = "", *, store_path: str | None = None) -> CommitResult:
+    """Commit a working folder (CLI.md "The working folder").
+
+    Binaries: a changed file under items/ replaces the item's binary (same id); a missing
+    one deletes the item; a new one is a new item. Json files: edits to ``annotations``
+    (ids keep identity, an annotation without an id is new, QA status in
+    ``metadata.system.status``), ``metadata``, task status (``status`` map or
+    ``metadata.system.refs``) and ``hidden`` are applied; a field left out, or the whole
+    json file deleted, changes nothing.
+
+    Raises:
+        ConflictError: The dataset's head is no longer the checked-out version.
+    """
+    wd = _open_workdir(directory, store_path)
+    repo = wd.store.repo
+    head = repo.head(wd.record)
+    if head != wd.commit:
+        raise _conflict(wd, head)
+    scan = _scan(wd)
+    st = scan.status
+    result = CommitResult(version=None, parent=wd.commit, status=st)
+    if st.clean:
+        _store_stat_cache(repo, scan.cache)
+        return result
+    if not message:
+        message = _summary(st)
+    ds = Dataset(wd.store, wd.record)
+    cache = list(scan.cache)
+    root_fd = os.open(wd.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        with ds.edit(message) as e:
+            if e.base_id != wd.commit:
+                raise _conflict(wd, e.base_id)
+            for fn in st.removed:
+                e.delete(fn)
+            for fn in sorted(set(st.modified) | set(st.added)):
+                f = scan.items[fn]
+                cache.append(_store_file(e, root_fd, fn, f, wd.root))
+            for fn, edit in sorted({**scan.edits, **scan.new_edits}.items()):
+                _apply_edit(e, fn, edit)
+        result.version = e.committed
+    finally:
+        os.close(root_fd)
+    if result.version is not None:
+        _write_checkout_after(wd, result, cache)
+    _store_stat_cache(repo, cache)
+    return result
+
+
+def _summary(st: Status) -> str:
+    parts = []
+    for n, word in ((len(st.added), "added"), (len(st.removed), "removed"), (len(st.modified), "modified"),
+                    (len(st.json_changed), "json edited")):
+        if n:
+            parts.append(f"{n} {word}")
+    return "commit working folder: " + ", ".join(parts)
+
+
+def _store_file(e: Editor, root_fd: int, fn: str, f: _DiskFile,
+                root: str) -> _CacheRow:
+    """Store one file of items/ as ``fn``'s binary; return its stat-cache entry."""
+    display = f"{ITEMS_DIR}/{f.rel}"
+    parts = [ITEMS_DIR, *f.rel.split("/")]
+    fd = _open_in(root_fd, parts, display)
+    try:
+        fst = os.fstat(fd)
+        if fst.st_size <= SMALL_MAX:
+            data = b"".join(_read_chunks(fd))
+            iid = e.add_bytes(fn, data)
+        else:
+            head: list[bytes] = []
+            try:
+                blob = e.repo.blobs.add_file(f"/proc/self/fd/{fd}", fst.st_size, head)
+            except OSError as err:
+                raise UsageError(f"cannot read {display}: {err.strerror}") from None
+            mt, system = imageinfo.sniff(head[0] if head else b"", fn)
+            iid = e.put_blob_item(fn, blob, fst.st_size, mt, system)
+    finally:
+        os.close(fd)
+    rec = e.current("items", iid)
+    assert rec is not None
+    return (_cache_key(root, ITEMS_DIR, f.rel), fst, bytes(rec["blob"]), rec["mimetype"], rec.get("system") or {})
+
+
+def _apply_edit(e: Editor, fn: str, edit: _JsonEdit) -> None:
+    try:
+        if edit.annotations is not None:
+            e.set_annotations(fn, edit.annotations)
+        if edit.metadata is not None:
+            user, system = edit.metadata
+            e.update_metadata(fn, user=user, system=system, replace=True)
+        for tid, (status_, extra) in (edit.tasks or {}).items():
+            e.set_task_status(fn, tid, status_, **extra)
+        if edit.hidden is not None:
+            e.set_hidden(fn, edit.hidden)
+    except DvsError as err:
+        raise type(err)(f"{edit.display}: {err.message}", hint=err.hint) from None
+
+
+def _write_checkout_after(wd: _Workdir, result: CommitResult,
+                          cache: list[_CacheRow]) -> None:
+    """After a commit: point .dvs-checkout at it and bring touched json files up to date."""
+    repo = wd.store.repo
+    new = result.version
+    assert new is not None
+    st = result.status
+    try:
+        scan_json = _scan_json_names(wd.root)
+    except DvsError as err:
+        scan_json = {}
+        result.warnings.append(f"json files not updated: {err.message}")
+    root_fd = os.open(wd.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        try:
+            _write_checkout_file(root_fd, repo, wd.record, new)
+        except DvsError as err:
+            raise StorageError(f"version {short(new)} was committed, but {CHECKOUT_FILE} could not be updated: "
+                               f"{err.message}",
+                               hint="check the new version out again with 'dvs checkout --force'") from None
+        try:
+            json_fd = _open_dir(root_fd, JSON_DIR, JSON_DIR, create=True, replace_links=False)
+        except DvsError as err:
+            result.warnings.append(f"json files not updated: {err.message}")
+            return
+        chain = _DirChain(json_fd, JSON_DIR, create=True, replace_links=False)
+        try:
+            touched = set(st.added) | set(st.modified) | set(st.json_changed)
+            # A json that was deleted stays deleted; a new item gets one (its ids are new).
+            wanted = sorted(fn for fn in touched if fn in st.added or fn in scan_json)
+            for fn, v in sorted(_records(repo, new, wanted).items()):
+                rel = scan_json.get(fn) or fn[1:] + JSON_SUFFIX
+                parts = rel.split("/")
+                data = render_json(_view(repo, v))
+                try:
+                    dfd = chain.fd(parts[:-1])
+                    jst = _write_file(dfd, parts[-1], (data,), f"{JSON_DIR}/{rel}")
+                except DvsError as err:
+                    result.warnings.append(err.message)
+                    continue
+                cache.append((_cache_key(wd.root, JSON_DIR, rel), jst, hash_bytes(data),
+                              "application/json", {_CACHE_MARK: _json_key(v)}))
+            for fn in st.removed:
+                if fn not in scan_json:
+                    continue
+                parts = scan_json[fn].split("/")
+                try:
+                    dfd = chain.fd(parts[:-1])
+                    os.unlink(parts[-1], dir_fd=dfd)
+                except (DvsError, OSError):
+                    result.warnings.append(f"could not remove {JSON_DIR}/{scan_json[fn]}")
+        finally:
+            chain.close()
+            os.close(json_fd)
+    finally:
+        os.close(root_fd)
+
+
+def _scan_json_names(root: str) -> dict[str, str]:
+    root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        return {fn: f.rel for fn, f in _index(root_fd, JSON_DIR).items()}
+    finally:
+        os.close(root_fd)
+
+
+__all__ = [
+    "CHECKOUT_FILE",
+    "CheckoutStats",
+    "CommitResult",
+    "Status",
+    "checkout",
+    "commit",
+    "commit_folder",
+    "find_workdir",
+    "render_json",
+    "status",
+]

@@ -1,0 +1,214 @@
+"""Tags, restore, the reflog and snapshots through the library."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from dvstore import history
+from dvstore.api import Dataset, Store
+from dvstore.errors import ConflictError, NotFoundError, UsageError
+
+
+@pytest.fixture
+def ds(store: Store) -> Dataset:
+    d = store.datasets.create("pets")
+    for i in range(3):
+        with d.edit(f"v{i + 1}") as e:
+            e.add_bytes(f"/{i}.jpg", bytes([i]) * 10)
+    return d
+
+
+def filenames(ds: Dataset) -> list[str]:
+    return [it.filename for it in ds.items.list()]
+
+
+# -- tags -----------------------------------------------------------------------------
+
+
+def test_tag_head_and_older_version(ds: Dataset) -> None:
+    assert history.tag(ds, "v3") == ds.head_id
+    old = history.tag(ds, "v1", "~2")
+    assert history.tags(ds) == {"v1": old, "v3": ds.head_id}
+    assert ds.at("v1").head_id == old
+    assert filenames(ds.at("v1")) == ["/0.jpg"]
+
+
+def test_tag_of_a_pinned_handle_tags_that_version(ds: Dataset) -> None:
+    pinned = ds.at("~1")
+    assert history.tag(pinned, "prev") == pinned.head_id != ds.head_id
+
+
+def test_tag_exists_needs_force(ds: Dataset) -> None:
+    history.tag(ds, "t", "~1")
+    with pytest.raises(UsageError, match="already exists"):
+        history.tag(ds, "t")
+    assert history.tag(ds, "t", force=True) == ds.head_id
+
+
+@pytest.mark.parametrize("bad", ["", "-x", "a b", "a@b", "a/b", "..", "abc123", "deadbeefcafe", "x" * 129])
+def test_bad_tag_names(ds: Dataset, bad: str) -> None:
+    with pytest.raises(UsageError):
+        history.tag(ds, bad)
+
+
+def test_delete_tag(ds: Dataset) -> None:
+    history.tag(ds, "t")
+    history.delete_tag(ds, "t")
+    assert history.tags(ds) == {}
+    with pytest.raises(NotFoundError):
+        history.delete_tag(ds, "t")
+
+
+def test_tag_unknown_revision(ds: Dataset) -> None:
+    with pytest.raises(NotFoundError):
+        history.tag(ds, "t", "nosuchtag")
+
+
+# -- restore --------------------------------------------------------------------------
+
+
+def test_restore_makes_a_new_version_equal_to_the_old(ds: Dataset) -> None:
+    head = ds.head_id
+    old = ds.at("~2")
+    new = history.restore(ds, "~2")
+    c = ds.version
+    assert new == ds.head_id != old.head_id
+    assert c.op == "restore"
+    assert c.parents == (head,)
+    assert c.info == {"restored": old.head_id.hex()}
+    assert c.layers == old.version.layers and c.recipe == old.version.recipe
+    assert filenames(ds) == ["/0.jpg"]
+    assert [cid for cid, _ in ds.log()][1] == head  # history kept, never rewritten
+
+
+@pytest.mark.parametrize("form", ["{spec}", "@{spec}", "pets@{spec}"])
+def test_restore_revision_forms(ds: Dataset, form: str) -> None:
+    target = ds.at("~1").head_id
+    for spec in ("~1", target.hex()[:8], "{1}"):
+        history.restore(ds, form.format(spec=spec))
+        assert ds.version.layers == ds._repo.commit(target).layers
+        history.restore(ds, "@{1}")  # back, for the next spelling
+
+
+def test_restore_of_the_current_content_writes_nothing(ds: Dataset) -> None:
+    head = ds.head_id
+    assert history.restore(ds, head.hex()) == head
+    assert history.reflog(ds)[0]["new"] == head.hex()
+
+
+def test_restore_refuses_another_dataset(store: Store, ds: Dataset) -> None:
+    store.datasets.create("other")
+    with pytest.raises(UsageError, match="not of pets"):
+        history.restore(ds, "other@~0")
+
+
+def test_restore_bad_revisions(ds: Dataset) -> None:
+    for rev, err in (("~9", NotFoundError), ("@{99}", NotFoundError), ("@", UsageError), ("@{x}", UsageError)):
+        with pytest.raises(err):
+            history.restore(ds, rev)
+
+
+# -- reflog: the undo path --------------------------------------------------------------
+
+
+def test_reflog_indices_name_head_moves(ds: Dataset) -> None:
+    log = history.reflog(ds)
+    assert [r["index"] for r in log] == [0, 1, 2, 3]
+    assert [r["ref"] for r in log] == ["pets@{0}", "pets@{1}", "pets@{2}", "pets@{3}"]
+    assert [r["op"] for r in log] == ["commit", "commit", "commit", "create"]
+    assert log[0]["new"] == ds.head_id.hex() and log[0]["old"] == log[1]["new"]
+    assert log[3]["old"] is None
+
+
+def test_undo_the_last_operation_and_the_undo(ds: Dataset) -> None:
+    before = ds.head_id
+    with ds.edit("oops") as e:
+        e.delete("/0.jpg")
+    history.restore(ds, "@{1}")  # undo the delete
+    assert ds.version.layers == ds._repo.commit(before).layers
+    assert history.reflog(ds)[0]["op"] == "restore"
+    history.restore(ds, "@{1}")  # undo the undo: the delete is back
+    assert filenames(ds) == ["/1.jpg", "/2.jpg"]
+
+
+# -- snapshots ---------------------------------------------------------------------------
+
+
+def test_snapshot_block_keeps_changes_on_success(ds: Dataset) -> None:
+    with ds.snapshot("before dedup") as snap:
+        for i in range(2):
+            with ds.edit() as e:
+                e.delete(f"/{i}.jpg")
+    assert snap.tag == "before-dedup"
+    assert history.tags(ds)["before-dedup"] == snap.commit
+    assert filenames(ds) == ["/2.jpg"]
+    assert snap.rolled_back is None
+    assert snap.diff()["items"]["removed"] == ["/0.jpg", "/1.jpg"]
+
+
+def test_snapshot_rolls_back_on_exception_and_propagates(ds: Dataset) -> None:
+    with pytest.raises(RuntimeError, match="boom"):
+        with ds.snapshot() as snap:
+            with ds.edit() as e:
+                e.delete("/0.jpg")
+            with ds.edit() as e:
+                e.add_bytes("/new.jpg", b"x")
+            raise RuntimeError("boom")
+    assert ds.version.layers == ds._repo.commit(snap.commit).layers
+    assert ds.version.op == "restore"
+    assert snap.rolled_back == ds.head_id
+    assert filenames(ds) == ["/0.jpg", "/1.jpg", "/2.jpg"]
+
+
+def test_snapshot_exception_inside_an_edit(ds: Dataset) -> None:
+    head = ds.head_id
+    with pytest.raises(KeyboardInterrupt):
+        with ds.snapshot("s"):
+            with ds.edit() as e:
+                e.delete("/0.jpg")
+                raise KeyboardInterrupt
+    assert ds.head_id == head  # the edit never committed, so the rollback had nothing to undo
+
+
+def test_rollback_later(ds: Dataset) -> None:
+    snap = ds.snapshot("s")
+    with ds.edit() as e:
+        e.delete("/0.jpg")
+    history.delete_tag(ds, "s")  # the snapshot keeps its commit id, not the tag
+    new = snap.rollback()
+    assert new == ds.head_id
+    assert ds.version.layers == ds._repo.commit(snap.commit).layers
+
+
+def test_snapshot_names(ds: Dataset) -> None:
+    a = ds.snapshot("nightly")
+    b = ds.snapshot("nightly")
+    c = ds.snapshot("cafe12")
+    d = ds.snapshot("  !!  ")
+    e = ds.snapshot()
+    assert (a.tag, b.tag, c.tag) == ("nightly", "nightly-2", "snapshot-cafe12")
+    assert re.fullmatch(r"snapshot-\d{8}T\d{6}\.\d{6}Z", d.tag)
+    assert e.tag.startswith("snapshot-") and e.tag != d.tag
+    assert set(history.tags(ds)) == {a.tag, b.tag, c.tag, d.tag, e.tag}
+
+
+def test_failed_rollback_raises_its_own_error_with_a_hint(ds: Dataset, monkeypatch: pytest.MonkeyPatch) -> None:
+    def moved(*args: object, **kw: object) -> None:
+        raise ConflictError("dataset pets moved under this operation")
+
+    with pytest.raises(ConflictError) as info:
+        with ds.snapshot("s"):
+            monkeypatch.setattr(history, "restore", moved)
+            raise ValueError("processing failed")
+    assert "dvs restore pets s" in (info.value.hint or "")
+    assert isinstance(info.value.__context__, ValueError)
+
+
+def test_snapshot_api_delegates(ds: Dataset) -> None:
+    ds.tag("t1", "~1")
+    assert "t1" in history.tags(ds)
+    new = ds.restore("t1")
+    assert new == ds.head_id
+    assert ds.reflog()[0]["op"] == "restore"
