@@ -29,6 +29,7 @@ __all__ = [
     "ANNOTATION_TYPES",
     "DEFAULT_ANNOTATION_TYPES",
     "MAX_DEPTH",
+    "FilterError",
     "Filters",
     "FiltersKnownFields",
     "FiltersMethod",

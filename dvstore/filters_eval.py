@@ -26,9 +26,7 @@ __all__ = ["FIELD_OPS", "MAX_DEPTH", "MISSING", "ExprContext", "Pred", "compile_
 Pred = Callable[[Any], bool]
 # Deeper documents are refused, which also stops cyclic dicts and keeps recursion bounded.
 MAX_DEPTH: Final = 64
-FIELD_OPS: Final = frozenset(
-    {"$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$exists", "$match", "$not"}
-)
+FIELD_OPS: Final = frozenset({"$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$exists", "$match", "$not"})
 _ORDER_OPS: Final = {"$gt": _op.gt, "$gte": _op.ge, "$lt": _op.lt, "$lte": _op.le}
 
 
@@ -89,9 +87,9 @@ def _json_eq(a: Any, b: Any) -> bool:
         return ta is tb and bool(a == b)
     if ta in (int, float) and tb in (int, float):
         return bool(a == b)
-    if ta is list and tb is list:
+    if isinstance(a, list) and isinstance(b, list):
         return len(a) == len(b) and all(_json_eq(x, y) for x, y in zip(a, b, strict=True))
-    if ta is dict and tb is dict:
+    if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(_json_eq(a[k], b[k]) for k in a)
     return False
 
@@ -454,8 +452,6 @@ def _match_test(sub: Any, path: str, depth: int) -> Pred:
         return type(v) is list and any(map(elem, v))
 
     return test
-
-
 
 
 def compile_expression(expr: Any, ctx: ExprContext) -> Pred:

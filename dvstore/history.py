@@ -27,7 +27,7 @@ from dvstore import tree
 from dvstore.errors import DvsError, UsageError
 from dvstore.hashing import Digest, short
 from dvstore.model import LAYERS, Commit, default_author, now_iso
-from dvstore.repo import ANNSET
+from dvstore.repo import ANNSET, Repository
 from dvstore.storage.objects import ObjectStore
 
 if TYPE_CHECKING:
@@ -392,6 +392,7 @@ def tag(ds: Dataset, name: str, rev: str | bytes | None = None, *, force: bool =
     validate_tag(name)
     repo = ds._repo
     with repo.lock():
+        _see_latest(repo)
         # Under the shared store lock so gc (exclusive) cannot drop the commit mid-tagging.
         target = ds.head_id if rev is None else resolve(ds, rev)
         if not force and name in repo.tags(ds.record):
@@ -429,6 +430,7 @@ def restore(ds: Dataset, rev: str | bytes, *, message: str = "") -> Digest:
     """
     repo = ds._repo
     with repo.lock():
+        _see_latest(repo)
         head = repo.head(ds.record)
         target = resolve(ds, rev)
         old, cur = repo.commit(target), repo.commit(head)
@@ -440,6 +442,20 @@ def restore(ds: Dataset, rev: str | bytes, *, message: str = "") -> Digest:
         # The derived filename index is keyed by the items root, which the old version
         # already has, so nothing is rebuilt here.
         return repo.publish(ds=ds.record, expected_head=head, commit=commit)
+
+
+def _see_latest(repo: Repository) -> None:
+    """Make this process see the latest durable version before reading a head to act on.
+
+    A writer killed inside LMDB's commit, after its meta page was written but before the
+    shared transaction id was bumped, leaves a commit that is durable but invisible to
+    readers of processes that already had the store open, until the next write transaction
+    (which finds the dead owner's mutex and recovers). A rollback right after a killed
+    processing step is exactly that moment: without this, its head read is stale and the
+    compare-and-swap fails with a bogus "dataset moved". An empty write transaction does the
+    recovery and writes nothing (LMDB skips the commit of a clean transaction).
+    """
+    repo.db.write(lambda t: None)
 
 
 def _same_content(a: Commit, b: Commit) -> bool:

@@ -266,15 +266,21 @@ class _DirChain:
         self._pop_to(0)
 
 
-def _write_file(dir_fd: int, name: str, chunks: Iterable[bytes], display: str) -> os.stat_result:
-    """Write ``name`` under ``dir_fd`` atomically: temp file (O_EXCL|O_NOFOLLOW), then rename.
+def _write_file(dir_fd: int, name: str, chunks: Iterable[bytes], display: str, *,
+                exclusive: bool = False) -> os.stat_result:
+    """Write ``name`` under ``dir_fd`` with mode 0644, never through a symlink.
 
-    The rename replaces a symlink in the way, never what it points at. If ``chunks``
-    raises (a corrupt blob), the temp file is removed and nothing named ``name`` changes.
+    With ``exclusive`` (a checkout into an empty folder) the file is created in place with
+    ``O_CREAT|O_EXCL|O_NOFOLLOW``: anything already there is an error. Otherwise a temp file
+    is created that way and renamed over ``name`` within the directory fd; the rename
+    replaces a symlink in the way, never what it points at. Either way, if ``chunks``
+    raises (a corrupt blob) what was written is removed and the error propagates.
     """
-    tmp = TMP_PREFIX + secrets.token_hex(8)
+    target = name if exclusive else TMP_PREFIX + secrets.token_hex(8)
     try:
-        fd = os.open(tmp, _CREATE_FLAGS, FILE_MODE, dir_fd=dir_fd)
+        fd = os.open(target, _CREATE_FLAGS, FILE_MODE, dir_fd=dir_fd)
+    except FileExistsError:
+        raise UsageError(f"{display} appeared while checking out", hint="check out into an empty folder") from None
     except OSError as e:
         raise storage_error(e, f"cannot write {display}") from None
     done = False
@@ -282,25 +288,23 @@ def _write_file(dir_fd: int, name: str, chunks: Iterable[bytes], display: str) -
         try:
             for chunk in chunks:
                 _write_all(fd, chunk)
-            os.fchmod(fd, FILE_MODE)
+            os.fchmod(fd, FILE_MODE)  # whatever the umask
         finally:
             os.close(fd)
-        try:
-            os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-        except (IsADirectoryError, NotADirectoryError) as e:
-            raise UsageError(f"{display} is in the way: it is a folder, not a file ({e.strerror})",
-                             hint="move it away and run the command again") from None
-        except OSError as e:
-            if e.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.EISDIR):
-                raise UsageError(f"{display} is in the way: it is a folder, not a file",
-                                 hint="move it away and run the command again") from None
-            raise
+        if not exclusive:
+            try:
+                os.replace(target, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            except OSError as e:
+                if e.errno in (errno.EISDIR, errno.ENOTDIR, errno.ENOTEMPTY, errno.EEXIST):
+                    raise UsageError(f"{display} is in the way: it is a folder, not a file",
+                                     hint="move it away and run the command again") from None
+                raise
         done = True
     except OSError as e:
         raise storage_error(e, f"cannot write {display}") from None
     finally:
         if not done:
-            _unlink_quiet(tmp, dir_fd)
+            _unlink_quiet(target, dir_fd)
     return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
 
 
@@ -391,17 +395,17 @@ def _walk(root_fd: int, top: str) -> list[_DiskFile]:
             try:
                 with os.scandir(fd) as it:
                     entries = sorted(it, key=lambda e: e.name)
-                for e in entries:
-                    r = f"{rel}/{e.name}" if rel else e.name
-                    st = e.stat(follow_symlinks=False)
+                for ent in entries:
+                    r = f"{rel}/{ent.name}" if rel else ent.name
+                    st = ent.stat(follow_symlinks=False)
                     if statmod.S_ISDIR(st.st_mode):
                         try:
-                            sub = os.open(e.name, _DIR_FLAGS, dir_fd=fd)
+                            sub = os.open(ent.name, _DIR_FLAGS, dir_fd=fd)
                         except OSError as err:
                             raise UsageError(f"cannot read {top}/{r}: {err.strerror}") from None
                         stack.append((r, sub))
                     elif statmod.S_ISREG(st.st_mode):
-                        if not _is_tmp_name(e.name):
+                        if not _is_tmp_name(ent.name):
                             out.append(_DiskFile(r, st))
                     elif statmod.S_ISLNK(st.st_mode):
                         raise UsageError(f"{top}/{r} is a symbolic link; dvs never follows links in a working folder",
@@ -493,7 +497,8 @@ class _VItem:
 
 def _json_key(v: _VItem) -> str:
     """Hash of the records an item's json is made from: equal keys, equal json."""
-    return hash_bytes(_JSON_KEY_TAG + codec.encode([v.iid, v.irec, v.ann_oid, v.meta, v.status])).hex()
+    # Layer values come out of the trees in canonical form already.
+    return hash_bytes(_JSON_KEY_TAG + codec.encode_canonical([v.iid, v.irec, v.ann_oid, v.meta, v.status])).hex()
 
 
 def _view(repo: Repository, v: _VItem) -> dict[str, Any]:
@@ -516,37 +521,39 @@ def _records(repo: Repository, cid: bytes, filenames: Iterable[str]) -> dict[str
         irec = tree.get(objs, items_root, iid)
         if irec is None:
             continue
-        vals = [tree.get(objs, c.layers[layer], iid) if c.layers[layer] else None
-                for layer in ("annotations", "metadata", "status")]
+        vals = []
+        for layer in ("annotations", "metadata", "status"):
+            root = c.layers[layer]
+            vals.append(tree.get(objs, root, iid) if root else None)
         out[fn] = _VItem(iid, irec, vals[0], vals[1], vals[2])
     return out
 
 
 def _version_items(store: Store, rec: DatasetRecord, cid: Digest) -> dict[str, _VItem]:
+    """Every item of a version by filename, each name checked again (a hand-crafted tree
+    can bypass ingest): canonical as ``normalize_filename`` returns it, and unique."""
     ds = Dataset(store, rec, cid)
-    return {irec["filename"]: _VItem(iid, irec, ann, meta, st)
-            for iid, irec, ann, meta, st in ds.items.iter_records()}
-
-
-def _checked_names(items: Iterable[str]) -> tuple[set[str], set[str]]:
-    """Validate the filenames of a version for materialising; return (names, folder names).
-
-    A hand-crafted tree can bypass ingest, so every name is checked again: canonical (as
-    ``normalize_filename`` returns it), unique, and never both a file and a folder.
-    """
-    names: set[str] = set()
-    for fn in items:
+    out: dict[str, _VItem] = {}
+    for iid, irec, ann, meta, st in ds.items.iter_records():
+        fn: Any = irec.get("filename")
         try:
             canon = normalize_filename(fn)
         except InvalidNameError as e:
-            raise InvalidNameError(f"cannot check out: the version holds a hostile item name: {e.message}",
+            raise InvalidNameError(f"the version holds a hostile item name: {e.message}",
                                    hint="the version was not made by dvs; run 'dvs fsck'") from None
         if canon != fn:
-            raise InvalidNameError(f"cannot check out: item name {fn!r} is not in canonical form ({canon!r})",
+            raise InvalidNameError(f"the version holds an item name not in canonical form: {fn!r} ({canon!r})",
                                    hint="the version was not made by dvs; run 'dvs fsck'")
-        if fn in names:
-            raise InvalidNameError(f"cannot check out: two items are named {fn!r}")
-        names.add(fn)
+        if fn in out:
+            raise InvalidNameError(f"the version holds two items named {fn!r}",
+                                   hint="the version was not made by dvs; run 'dvs fsck'")
+        out[fn] = _VItem(iid, irec, ann, meta, st)
+    return out
+
+
+def _folders_of(names: Iterable[str]) -> set[str]:
+    """Every folder the items need; an item that is also a folder cannot be materialised."""
+    names = set(names)
     folders: set[str] = set()
     for fn in names:
         i = fn.find("/", 1)
@@ -558,7 +565,7 @@ def _checked_names(items: Iterable[str]) -> tuple[set[str], set[str]]:
         fn = min(clash)
         raise InvalidNameError(f"cannot check out: {fn!r} is both an item and a folder of other items",
                                hint="rename one of them in the dataset")
-    return names, folders
+    return folders
 
 
 # -- checkout --------------------------------------------------------------------------------
@@ -628,7 +635,7 @@ def checkout(store: Store, dataset: Dataset | str, commit_id: bytes | str | None
     dest = os.path.abspath(dest_dir)
     stats = CheckoutStats(dir=dest, dataset=rec.name, version=cid.hex())
     records = sorted(_version_items(store, rec, cid).items())
-    _names, folders = _checked_names(fn for fn, _ in records)
+    folders = _folders_of(fn for fn, _ in records)
     _prepare_target(dest, store, force)
     root = os.path.realpath(dest)
     root_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -645,7 +652,8 @@ def checkout(store: Store, dataset: Dataset | str, commit_id: bytes | str | None
                     parts = fn[1:].split("/")
                     rel = fn[1:]
                     dfd = items_chain.fd(parts[:-1])
-                    st = _write_file(dfd, parts[-1], repo.blobs.iter_verified(v.irec["blob"]), f"{ITEMS_DIR}/{rel}")
+                    st = _write_file(dfd, parts[-1], repo.blobs.iter_verified(v.irec["blob"]), f"{ITEMS_DIR}/{rel}",
+                                     exclusive=not force)
                     pending.append((_cache_key(root, ITEMS_DIR, rel), st, bytes(v.irec["blob"]),
                                     v.irec.get("mimetype", imageinfo.OCTET_STREAM), v.irec.get("system") or {}))
                     stats.items += 1
@@ -655,7 +663,8 @@ def checkout(store: Store, dataset: Dataset | str, commit_id: bytes | str | None
                     else:
                         data = render_json(_view(repo, v))
                         jfd = json_chain.fd(parts[:-1])
-                        jst = _write_file(jfd, parts[-1] + JSON_SUFFIX, (data,), f"{JSON_DIR}/{rel}{JSON_SUFFIX}")
+                        jst = _write_file(jfd, parts[-1] + JSON_SUFFIX, (data,), f"{JSON_DIR}/{rel}{JSON_SUFFIX}",
+                                          exclusive=not force)
                         pending.append((_cache_key(root, JSON_DIR, rel + JSON_SUFFIX), jst, hash_bytes(data),
                                         "application/json", {_CACHE_MARK: _json_key(v)}))
                         stats.json_files += 1
@@ -984,7 +993,10 @@ def _scan(wd: _Workdir) -> _Scan:
                 continue
             key = _cache_key(wd.root, ITEMS_DIR, f.rel)
             rec = cached.get(key)
-            if not (cache_hit(rec, f.st) and rec is not None and rec[5] == v.irec["blob"]):
+            if cache_hit(rec, f.st) and rec is not None:
+                if rec[5] != v.irec["blob"]:  # known content, not the item's: modified, unread
+                    st.modified.append(fn)
+            else:
                 parts = [ITEMS_DIR, *f.rel.split("/")]
                 digest, head, fst = _hash_in(root_fd, parts, f"{ITEMS_DIR}/{f.rel}")
                 st.read += 1
@@ -1000,8 +1012,7 @@ def _scan(wd: _Workdir) -> _Scan:
                 continue
             display = f"{JSON_DIR}/{j.rel}"
             if fn not in items:
-                st.ignored.append(display)
-                continue
+                continue  # the item is removed; commit removes its json too
             v = version[fn]
             key = _cache_key(wd.root, JSON_DIR, j.rel)
             jk = _json_key(v)

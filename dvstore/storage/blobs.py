@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Iterator
 from typing import BinaryIO
 
+from dvstore import testhooks
 from dvstore.errors import CorruptObjectError, NotFoundError, StorageError
 from dvstore.hashing import CHUNK, Digest, hash_bytes, is_hex_digest, new_hasher, short
 from dvstore.storage.db import Database, WriteTxn
@@ -108,6 +109,7 @@ class BlobStore:
                     f.write(data)
                     f.flush()
                     os.fsync(f.fileno())
+                testhooks.point("after_blob_tmp_write")
                 self._publish(tmp, d)
             except OSError as e:
                 _unlink_quiet(tmp)
@@ -138,6 +140,7 @@ class BlobStore:
                     dst.write(chunk)
                 dst.flush()
                 os.fsync(dst.fileno())
+            testhooks.point("after_blob_tmp_write")
             d = h.digest()
             if os.path.exists(self.path_for(d)):
                 os.unlink(tmp)
@@ -168,6 +171,7 @@ class BlobStore:
         _fsync_dir(parent)
         if new_dir:
             _fsync_dir(self.root)
+        testhooks.point("after_blob_rename")
 
     # -- reading ---------------------------------------------------------------------
 
