@@ -13,8 +13,9 @@ Datasets (generated once, deterministically, under --workdir/data):
   large: M files of --large-mb MiB each, seeded random bytes (no repetition inside or across
          files, so neither compression nor chunk dedup can shortcut them).
 
-Every run (tool x dataset x repeat) gets a fresh directory with a fresh `cp -a` copy of the
-dataset and a fresh repo/store, then `sync`; none of that is timed. The data is therefore
+Every run (tool x dataset x repeat) gets a fresh directory with a fresh copy of the dataset
+(`cp -a` for git-annex and dvc, which modify their input folder; a hard-linked `cp -al`, i.e.
+the very same bytes, for the rest) and a fresh repo/store, then `sync`; none of that is timed. The data is therefore
 page-cache-warm for every tool, the floor included: nothing is dropped from the page cache.
 Each timed step is one subprocess; wall clock by perf_counter around it; CPU time and peak RSS
 from the rusage of its process tree, taken by /usr/bin/time (GNU time: wait4 from a small C
@@ -240,6 +241,11 @@ class Tool:
     name = ""
     kind = "competitor"     # floor | dvs | competitor
     describe = ""
+    # True: the run gets a real copy of the data (`cp -a`); False: a hard-linked copy
+    # (`cp -al`: same page-cache-warm bytes, far cheaper to make on a busy machine).
+    # git-annex moves files into its store and chmods them; dvc replaces a workspace file that
+    # has other hard links with a copy (extra work it would not do on a plain folder).
+    private_copy = False
 
     def __init__(self, env: Env):
         self.e = env
@@ -396,6 +402,7 @@ class GitTool(Tool):
 
 class AnnexTool(GitTool):
     name = "git-annex"
+    private_copy = True
     describe = ("git init; git annex init; empty initial commit; timed: git annex add . && "
                 "git commit -q (defaults: backend SHA256E, locked files, annex.jobs unset = 1)")
 
@@ -444,6 +451,7 @@ class LfsTool(GitTool):
 
 class DvcTool(Tool):
     name = "dvc"
+    private_copy = True
     describe = ("git init; dvc init; commit .dvc; timed: dvc add DATA && git add DATA.dvc .gitignore && "
                 "git commit -q (cache.type default: reflink,copy -> copy here; analytics and "
                 "update checks off)")
@@ -623,7 +631,13 @@ def disk_usage(paths: list[Path]) -> int:
 
 
 def rm_tree(path: Path) -> None:
-    if path.exists():
+    if not path.exists():
+        return
+    try:
+        shutil.rmtree(path)
+    except OSError:
+        # git-annex leaves read-only directories; chmod only now, never on a hard-linked
+        # copy of the source data that rmtree has already removed.
         subprocess.run(["chmod", "-R", "u+w", str(path)], check=False)
         shutil.rmtree(path, ignore_errors=True)
 
@@ -639,7 +653,8 @@ def run_one(tool: Tool, dsname: str, src: Path, info: dict, rundir: Path, args, 
     rm_tree(rundir)
     repo = rundir / "repo"
     repo.mkdir(parents=True)
-    subprocess.run(["cp", "-a", str(src), str(repo / dsname)], check=True)
+    subprocess.run(["cp", "-a" if tool.private_copy else "-al", str(src), str(repo / dsname)],
+                   check=True)
     (repo / dsname / "MANIFEST.json").unlink(missing_ok=True)
     os.sync()
     log = rundir / "log.txt"
@@ -672,7 +687,6 @@ def run_one(tool: Tool, dsname: str, src: Path, info: dict, rundir: Path, args, 
             r["verify_detail"] = f"{inner.get('files')}/{info['files']} files"
     if not args.keep:
         rm_tree(rundir)
-        os.sync()
     return r
 
 
@@ -779,7 +793,8 @@ def render(meta: dict, rows: list[dict], skipped: dict, tools: dict) -> str:
         w(f"- dataset `{ds}`: {info['files']} files, {info['bytes'] / 1e6:.1f} MB{extra}; "
           f"{meta['repeats'][ds]} run(s) per tool")
     nice, qw = meta.get("nice", 0), meta.get("quiet_wait", 0)
-    w("- data is page-cache-warm for every run (fresh `cp -a` copy + sync before each run, "
+    w("- data is page-cache-warm for every run (fresh copy + sync before each run: `cp -a` "
+      "for git-annex and dvc, which modify their input, a hard-linked `cp -al` for the others; "
       "nothing dropped from the page cache), the floor included. seconds = median wall clock "
       "of the timed step (oxen: in-process add+commit). MB = 10^6 bytes. peak RSS = "
       "largest single process of the timed tree (ru_maxrss via GNU time's wait4), max over runs. "
@@ -886,7 +901,7 @@ def main(argv=None) -> int:
     ap.add_argument("--nice", type=int, default=-10 if os.geteuid() == 0 else 0,
                     help="run timed steps at this nice level (default -10 as root: other "
                          "users' CPU-bound jobs then take ~10%% of a core instead of half)")
-    ap.add_argument("--quiet-wait", type=float, default=20.0,
+    ap.add_argument("--quiet-wait", type=float, default=10.0,
                     help="before each timed step wait up to this many seconds for other "
                          "processes to use < 0.25 cores (0: don't wait)")
     ap.add_argument("--json", dest="json_out", help="write results as JSON here")

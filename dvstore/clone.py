@@ -15,14 +15,18 @@ from dvstore import tree
 from dvstore.errors import NotFoundError, UsageError
 from dvstore.model import Commit, default_author, new_item_id, normalize_dir, normalize_filename, now_iso
 from dvstore.repo import ANNSET, DatasetRecord, path_key
-from dvstore.views import annotations_json, filter_view
+from dvstore.views import LazyItemView, annotations_json
 
 if TYPE_CHECKING:
     from dvstore.api import Dataset, Store
 
 
 def select(store: Store, c: Commit, query: Any) -> set[bytes] | None:
-    """Item ids of ``c`` that ``query`` selects for a clone; None means all of them."""
+    """Item ids of ``c`` that ``query`` selects for a clone; None means all of them.
+
+    Only the layers the query can look at are read: a filename query walks the items layer
+    alone, and item views are built lazily, field by field.
+    """
     from dvstore import filters as dql
 
     if query is None:
@@ -31,15 +35,16 @@ def select(store: Store, c: Commit, query: Any) -> set[bytes] | None:
     if q.resource != "items":
         raise dql.FilterError("clone takes an item query (resource 'items')")
     objs = store.repo.objects
-    ann_root = c.layers["annotations"]
-    meta_root, status_root = c.layers["metadata"], c.layers["status"]
-    streams = {"annotations": tree.items(objs, ann_root) if ann_root else iter(()),
-               "metadata": tree.items(objs, meta_root) if meta_root else iter(()),
-               "status": tree.items(objs, status_root) if status_root else iter(())}
+    tops = {f.split(".", 1)[0] for f in q.fields()}
+    need_meta = "metadata" in tops
+    need_ann = q.needs_annotations or bool(tops & {"annotated", "annotationsCount"})
+    wanted = {"annotations": need_ann, "metadata": need_meta, "status": need_meta or q.needs_annotations}
+    streams = {layer: tree.items(objs, c.layers[layer]) for layer, on in wanted.items()
+               if on and c.layers[layer]}
     heads: dict[str, Any] = {k: next(s, None) for k, s in streams.items()}
+    row: dict[str, Any] = {"annotations": None, "metadata": None, "status": None}
     chosen: set[bytes] = set()
     for iid, irec in tree.items(objs, c.layers["items"] or tree.EMPTY):
-        row: dict[str, Any] = {}
         for layer, s in streams.items():
             h = heads[layer]
             while h is not None and h[0] < iid:
@@ -47,7 +52,7 @@ def select(store: Store, c: Commit, query: Any) -> set[bytes] | None:
             heads[layer] = h
             row[layer] = h[1] if h is not None and h[0] == iid else None
         annset = objs.get(row["annotations"], ANNSET) if row["annotations"] else None
-        view = filter_view(iid, irec, row["metadata"], row["status"], len(annset) if annset else 0)
+        view = LazyItemView(iid, irec, row["metadata"], row["status"], len(annset) if annset else 0)
         anns = annotations_json(annset, row["status"], iid.hex()) if q.needs_annotations else None
         if q.match_item(view, anns):
             chosen.add(iid)
@@ -58,7 +63,8 @@ def _subset(store: Store, root: bytes | None, keep: set[bytes]) -> bytes | None:
     if root is None:
         return None
     objs = store.repo.objects
-    return tree.build(objs, ((k, v) for k, v in tree.items(objs, root) if k in keep))
+    # Values read from a tree are canonical already.
+    return tree.build(objs, ((k, v) for k, v in tree.items(objs, root) if k in keep), canonical=True)
 
 
 def clone(src: Dataset, *, clone_name: str | None = None, filters: Any = None,

@@ -719,6 +719,10 @@ class Query:
             raise ValueError("this query joins items: pass the annotation's item")
         return self._join(item)
 
+    def fields(self) -> set[str]:
+        """The dotted fields the item filter mentions (a caller may skip loading the rest)."""
+        return _constrained(self._canonical.get("filter", {}))
+
     def canonical(self) -> dict[str, Any]:
         """The effective query (defaults written out, keys sorted, no page or sort).
 

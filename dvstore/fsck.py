@@ -56,7 +56,10 @@ REBUILD_HINT = "run 'dvs fsck --rebuild' (stop other dvs processes first); see d
 _EXAMPLES = 10
 SALVAGE_DBS = ("objects", "blobs", "refs", "datasets", "reflog", "ops", "meta")
 """Databases copied by a salvage; ``index`` and ``stat_cache`` are derived and rebuilt."""
-_MAX_RESTARTS = 64
+_CURSOR_DBS = ("refs", "datasets", "reflog", "ops", "meta")
+"""Salvaged through LMDB cursors (their current values matter); objects and blobs are
+salvaged by scanning pages, which also reaches leaves under a damaged branch page."""
+_MAX_RESTARTS = 32
 _FRAME = struct.Struct(">BII")
 _CHILD = "import sys; from dvstore.fsck import child_main; sys.exit(child_main(sys.argv[1:]))"
 
@@ -357,7 +360,7 @@ def _salvage_read(env_dir: str, db: str, start: bytes, after: bool, out: IO[byte
 
     d = Database(env_dir)
     while True:
-        rows = d.read(lambda t: list(t.scan_from(db, start, b"", 17)))
+        rows = d.read(lambda t, s=start: list(t.scan_from(db, s, b"", 17)))  # type: ignore[misc]
         if after and rows and rows[0][0] == start:
             rows = rows[1:]
         if not rows:
@@ -482,6 +485,73 @@ def _salvage_db(env_dir: str, db: str, index: int, out: IO[bytes]) -> dict[str, 
     return {"records": got, "restarts": restarts, "skipped_ranges": skipped}
 
 
+# LMDB's on-disk page format (lmdb/mdb.c), read without LMDB: a 16-byte page header
+# (pgno u64, pad u16, flags u16, lower u16, upper u16), then u16 node offsets; a leaf node is
+# (size lo u16, size hi u16, flags u16, key size u16, key, data); F_BIGDATA data is the u64
+# number of the first overflow page, whose contents start after its own 16-byte header.
+_P_LEAF, _P_META, _F_BIGDATA, _PAGEHDR = 0x02, 0x08, 0x01, 16
+_MAGIC = 0xBEEFC0DE
+
+
+def _raw_scan(path: str, out: IO[bytes]) -> dict[str, int]:
+    """Write every (key, value) of every leaf page whose value hashes to its 32-byte key.
+
+    A content-addressed record is trustworthy wherever it is found: a stale copy in a freed
+    page is the same bytes, and anything damaged fails the hash. So this reaches every
+    surviving object and small blob, even under a damaged branch page, without LMDB.
+    """
+    counts = {"pages": 0, "leaf_pages": 0, "objects": 0, "blobs": 0, "bad": 0}
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        meta = f.read(64)
+        psize = 4096
+        if len(meta) >= 44 and struct.unpack_from("<I", meta, 16)[0] == _MAGIC:
+            psize = struct.unpack_from("<I", meta, 40)[0] or 4096
+        if psize < 512 or psize > 65536 or psize & (psize - 1):
+            psize = 4096
+        counts["pages"] = size // psize
+        seen: set[bytes] = set()
+        for pg in range(2, size // psize):
+            f.seek(pg * psize)
+            page = f.read(psize)
+            if len(page) < psize:
+                break
+            pgno, _, flags, lower, upper = struct.unpack_from("<QHHHH", page)
+            if pgno != pg or not flags & _P_LEAF or flags & _P_META or not _PAGEHDR <= lower <= upper <= psize:
+                continue
+            counts["leaf_pages"] += 1
+            for i in range((lower - _PAGEHDR) // 2):
+                off = struct.unpack_from("<H", page, _PAGEHDR + 2 * i)[0]
+                if off + 8 > psize:
+                    continue
+                lo, hi, nflags, ksize = struct.unpack_from("<HHHH", page, off)
+                dsize = lo | (hi << 16)
+                kstart = off + 8
+                if ksize != 32 or kstart + ksize > psize:
+                    continue
+                key = page[kstart:kstart + ksize]
+                if key in seen:
+                    continue
+                if nflags & _F_BIGDATA:
+                    if kstart + ksize + 8 > psize:
+                        continue
+                    ov = struct.unpack_from("<Q", page, kstart + ksize)[0]
+                    if ov < 2 or ov * psize + _PAGEHDR + dsize > size:
+                        continue
+                    f.seek(ov * psize + _PAGEHDR)
+                    value = f.read(dsize)
+                else:
+                    value = page[kstart + ksize:kstart + ksize + dsize]
+                if len(value) != dsize or hash_bytes(value) != key:
+                    counts["bad"] += 1
+                    continue
+                seen.add(key)
+                db = 0 if not isinstance(verify_object(key, value), Issue) else 1
+                counts[SALVAGE_DBS[db]] += 1
+                out.write(_FRAME.pack(db, 32, len(value)) + key + value)
+    return counts
+
+
 def _skip(key: bytes, attempt: int) -> bytes | None:
     """The first key after the slice sharing ``key``'s prefix; the prefix shortens per attempt."""
     n = max(1, 4 - attempt + 1)
@@ -530,8 +600,9 @@ def _salvage(dvs_dir: str) -> dict[str, Any]:
     shutil.copyfile(os.path.join(db_dir, "data.mdb"), os.path.join(backup, "data.mdb"))
     summary: dict[str, Any] = {"backup": os.path.basename(backup), "databases": {}}
     with open(frames, "wb") as out:
-        for i, name in enumerate(SALVAGE_DBS):
-            summary["databases"][name] = _salvage_db(backup, name, i, out)
+        summary["pages"] = _raw_scan(os.path.join(backup, "data.mdb"), out)
+        for name in _CURSOR_DBS:
+            summary["databases"][name] = _salvage_db(backup, name, SALVAGE_DBS.index(name), out)
     res = _run_child(["salvage-write", fresh, frames])
     summary["kept"], summary["rejected"] = res["kept"], res["rejected"]
     if _others_have_env_open(db_dir):

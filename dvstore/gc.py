@@ -267,7 +267,7 @@ def _missing_blobs(repo: Repository, walk: Walk, small: dict[bytes, int]) -> lis
 
 
 def _old_tmp_files(repo: Repository, now: float, grace: float, res: GcResult) -> list[str]:
-    out = []
+    out: list[str] = []
     try:
         names = os.listdir(repo.blobs.tmp)
     except FileNotFoundError:

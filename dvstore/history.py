@@ -11,7 +11,8 @@ on both sides, so its cost follows the number of changed items. The one exceptio
 absolute label count (``labels=True``), which reads every annotation set and says so.
 
 Writes go through ``Repository.publish`` and ``Repository.move_ref`` (the write order lives
-there); this module never touches LMDB itself.
+there). The one transaction of its own is the empty one of ``_see_latest``, which makes a
+version left by a killed writer visible before a head is read to act on.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ __all__ = [
     "stat",
     "tag",
     "tags",
+    "validate_tag",
 ]
 
 CHEAP_LABEL_ITEMS = 10_000
@@ -98,9 +100,14 @@ def diff(a: Dataset, b: Dataset, *, labels: bool | None = False) -> dict[str, An
     return doc
 
 
-def diff_commits(objects: ObjectStore, ca: Commit, cb: Commit, *,
-                 recipes: tuple[Mapping[str, Any], Mapping[str, Any]] | None = None,
-                 labels: bool | None = False) -> dict[str, Any]:
+def diff_commits(
+    objects: ObjectStore,
+    ca: Commit,
+    cb: Commit,
+    *,
+    recipes: tuple[Mapping[str, Any], Mapping[str, Any]] | None = None,
+    labels: bool | None = False,
+) -> dict[str, Any]:
     """The diff document of two commits, without the ``a``/``b`` version names.
 
     Args:
@@ -125,8 +132,7 @@ def diff_commits(objects: ObjectStore, ca: Commit, cb: Commit, *,
         "recipe": _diff_recipe(ca.recipe, cb.recipe, recipes),
     }
     if labels is None:
-        labels = all(tree.count(objects, c.layers["annotations"] or tree.EMPTY) <= CHEAP_LABEL_ITEMS
-                     for c in (ca, cb))
+        labels = all(tree.count(objects, c.layers["annotations"] or tree.EMPTY) <= CHEAP_LABEL_ITEMS for c in (ca, cb))
     if labels:
         la, lb = label_counts(objects, ca.layers["annotations"]), label_counts(objects, cb.layers["annotations"])
         doc["labels"]["counts"] = {k: {"a": la.get(k, 0), "b": lb.get(k, 0)} for k in sorted(set(la) | set(lb))}
@@ -138,7 +144,8 @@ def differs(doc: Mapping[str, Any]) -> bool:
     """Whether a diff document reports any difference (``dvs diff --exit-code``)."""
     counts = stat(doc)
     return counts["recipe"]["changed"] or any(
-        n for section in ("items", "annotations", "metadata", "status") for n in counts[section].values())
+        n for section in ("items", "annotations", "metadata", "status") for n in counts[section].values()
+    )
 
 
 def stat(doc: Mapping[str, Any]) -> dict[str, Any]:
@@ -233,8 +240,9 @@ def _labels(annset: Mapping[str, Any] | None) -> Iterator[str]:
             yield label
 
 
-def _diff_annotations(objects: ObjectStore, ra: bytes | None, rb: bytes | None,
-                      names: _Names) -> tuple[dict[str, Any], Counter[str]]:
+def _diff_annotations(
+    objects: ObjectStore, ra: bytes | None, rb: bytes | None, names: _Names
+) -> tuple[dict[str, Any], Counter[str]]:
     added: list[dict[str, Any]] = []
     removed: list[dict[str, Any]] = []
     modified: list[dict[str, Any]] = []
@@ -259,8 +267,11 @@ def _diff_annotations(objects: ObjectStore, ra: bytes | None, rb: bytes | None,
                     ref["label_from"] = x.get("label")
                 modified.append(ref)
     key = _by_filename_then("id")
-    return {"added": sorted(added, key=key), "removed": sorted(removed, key=key),
-            "modified": sorted(modified, key=key)}, change
+    return {
+        "added": sorted(added, key=key),
+        "removed": sorted(removed, key=key),
+        "modified": sorted(modified, key=key),
+    }, change
 
 
 def _ann_ref(filename: str, aid: str, ann: Any) -> dict[str, Any]:
@@ -318,18 +329,24 @@ def _diff_status(objects: ObjectStore, ra: bytes | None, rb: bytes | None, names
         ta, tb = (va or {}).get("tasks") or {}, (vb or {}).get("tasks") or {}
         for tid in sorted(set(ta) | set(tb)):
             if not tree.same_value(ta.get(tid), tb.get(tid)):
-                tasks.append({"filename": fn, "task": tid, "from": _task_status(ta.get(tid)),
-                              "to": _task_status(tb.get(tid))})
+                tasks.append(
+                    {"filename": fn, "task": tid, "from": _task_status(ta.get(tid)), "to": _task_status(tb.get(tid))}
+                )
         qa_a, qa_b = (va or {}).get("annotations") or {}, (vb or {}).get("annotations") or {}
         for aid in sorted(set(qa_a) | set(qa_b)):
             if not tree.same_value(qa_a.get(aid), qa_b.get(aid)):
                 qa.append({"filename": fn, "annotation": aid, "from": qa_a.get(aid), "to": qa_b.get(aid)})
-    return {"tasks": sorted(tasks, key=_by_filename_then("task")),
-            "annotations": sorted(qa, key=_by_filename_then("annotation"))}
+    return {
+        "tasks": sorted(tasks, key=_by_filename_then("task")),
+        "annotations": sorted(qa, key=_by_filename_then("annotation")),
+    }
 
 
-def _diff_recipe(ida: bytes, idb: bytes, recipes: tuple[Mapping[str, Any], Mapping[str, Any]] | None,
-                 ) -> dict[str, Any]:
+def _diff_recipe(
+    ida: bytes,
+    idb: bytes,
+    recipes: tuple[Mapping[str, Any], Mapping[str, Any]] | None,
+) -> dict[str, Any]:
     if ida == idb:
         return {"changed": False}
     if recipes is None:
@@ -361,8 +378,10 @@ def resolve(ds: Dataset, rev: str | bytes) -> Digest:
     if "@" in spec:
         name, _, spec = spec.partition("@")
         if name and name != ds.name:
-            raise UsageError(f"{rev!r} is a version of {name}, not of {ds.name}",
-                             hint="restore and tag take versions of the same dataset; see 'dvs clone --into'")
+            raise UsageError(
+                f"{rev!r} is a version of {name}, not of {ds.name}",
+                hint="restore and tag take versions of the same dataset; see 'dvs clone --into'",
+            )
     if not spec:
         raise UsageError(f"invalid revision: {rev!r}", hint="use an id prefix, a tag, ~N or @{N}")
     return repo.resolve_rev(ds.record, repo.head(ds.record), spec)
@@ -373,8 +392,10 @@ def validate_tag(name: str) -> str:
     if not isinstance(name, str) or not _TAG_RE.match(name) or name in (".", ".."):
         raise UsageError(f"invalid tag name: {name!r}", hint="use letters, digits, '.', '_' and '-'")
     if _HEXLIKE_RE.match(name):
-        raise UsageError(f"tag name {name!r} looks like a version id",
-                         hint="a tag must not read as an id prefix; add a letter outside a-f")
+        raise UsageError(
+            f"tag name {name!r} looks like a version id",
+            hint="a tag must not read as an id prefix; add a letter outside a-f",
+        )
     return name
 
 
@@ -436,9 +457,16 @@ def restore(ds: Dataset, rev: str | bytes, *, message: str = "") -> Digest:
         old, cur = repo.commit(target), repo.commit(head)
         if _same_content(old, cur):
             return head
-        commit = Commit(layers=dict(old.layers), recipe=old.recipe, parents=(head,), op="restore",
-                        info={"restored": target.hex()}, author=default_author(),
-                        message=message or f"restore {_describe(rev, target)}", time=now_iso())
+        commit = Commit(
+            layers=dict(old.layers),
+            recipe=old.recipe,
+            parents=(head,),
+            op="restore",
+            info={"restored": target.hex()},
+            author=default_author(),
+            message=message or f"restore {_describe(rev, target)}",
+            time=now_iso(),
+        )
         # The derived filename index is keyed by the items root, which the old version
         # already has, so nothing is rebuilt here.
         return repo.publish(ds=ds.record, expected_head=head, commit=commit)
@@ -474,15 +502,17 @@ def reflog(ds: Dataset) -> list[dict[str, Any]]:
     """
     out = []
     for n, r in enumerate(ds._repo.reflog(ds.record)):
-        out.append({
-            "index": n,
-            "ref": f"{ds.name}@{{{n}}}",
-            "old": _hex(r.get("old")),
-            "new": _hex(r.get("new")),
-            "op": r.get("op", ""),
-            "time": r.get("time", ""),
-            "message": r.get("message", ""),
-        })
+        out.append(
+            {
+                "index": n,
+                "ref": f"{ds.name}@{{{n}}}",
+                "old": _hex(r.get("old")),
+                "new": _hex(r.get("new")),
+                "op": r.get("op", ""),
+                "time": r.get("time", ""),
+                "message": r.get("message", ""),
+            }
+        )
     return out
 
 
@@ -515,8 +545,9 @@ class Snapshot:
     def __enter__(self) -> Snapshot:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> Literal[False]:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> Literal[False]:
         if exc_type is None:
             return False
         # Any exception, KeyboardInterrupt included, means the processing did not finish.
@@ -532,8 +563,7 @@ class Snapshot:
     def rollback(self, *, message: str = "") -> Digest:
         """Restore the dataset to this snapshot; returns the head id (new unless already equal)."""
         # By commit id, not tag name: deleting or moving the tag later cannot redirect it.
-        self.rolled_back = restore(self.dataset, self.commit,
-                                   message=message or f"rollback to snapshot {self.tag}")
+        self.rolled_back = restore(self.dataset, self.commit, message=message or f"rollback to snapshot {self.tag}")
         return self.rolled_back
 
     def diff(self) -> dict[str, Any]:
@@ -574,4 +604,3 @@ def _snapshot_tag(name: str | None) -> str:
         if slug and _TAG_RE.match(slug):
             return f"snapshot-{slug}" if _HEXLIKE_RE.match(slug) else slug
     return "snapshot-" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
-

@@ -33,6 +33,7 @@ from dvstore.storage.db import WriteTxn
 RACY_NS = 20_000_000
 READ_THREADS = 4
 BATCH = 512
+CHUNK_FILES = 32
 FLUSH_BYTES = 64 * 1024 * 1024
 
 Progress = Callable[[int, int], None]
@@ -167,14 +168,15 @@ def ingest(editor: Editor, paths: list[str], *, to: str = "/", annotations: str 
                 hit = rec if cache_hit(rec, st) else None
                 batch.append((local, fn, key, st, hit))
             # Reads and hashing overlap on threads (file reads and blake3 release the GIL).
-            futures = [None if hit else pool.submit(_read_small, local, st) for local, _, _, st, hit in batch]
-            for (local, fn, key, st, hit), fut in zip(batch, futures):
+            misses = [(local, st) for local, _, _, st, hit in batch if hit is None]
+            chunks = [misses[i:i + CHUNK_FILES] for i in range(0, len(misses), CHUNK_FILES)]
+            reads = iter([r for rs in pool.map(_read_many, chunks) for r in rs])
+            for local, fn, key, st, hit in batch:
                 if hit is not None:
                     blob, mimetype, system = Digest(hit[5]), hit[6], hit[7]
                     stats.cached += 1
                 else:
-                    assert fut is not None
-                    blob, mimetype, system = _store_read(editor, local, st, fut.result())
+                    blob, mimetype, system = _store_read(editor, local, st, next(reads))
                     stats.hashed += 1
                     new_cache[key] = stat_entry(st, time.time_ns(), blob, mimetype, system)
                 editor.put_blob_item(fn, blob, st.st_size, mimetype, system, normalized=True)
@@ -204,6 +206,10 @@ def ingest(editor: Editor, paths: list[str], *, to: str = "/", annotations: str 
     return stats
 
 
+def _read_many(files: list[tuple[str, os.stat_result]]) -> list[tuple[Digest, bytes] | None]:
+    return [_read_small(local, st) for local, st in files]
+
+
 def _read_small(local: str, st: os.stat_result) -> tuple[Digest, bytes] | None:
     """Read and hash a small file on a worker thread; None for a large file."""
     if st.st_size > SMALL_MAX:
@@ -221,8 +227,7 @@ def _store_read(editor: Editor, local: str, st: os.stat_result,
     blobs = editor.repo.blobs
     if read is not None:
         blob, data = read
-        if not blobs.has_small(blob):
-            blobs.stage_small(blob, data)
+        blobs.stage_small(blob, data)  # a blob already stored is not written again (put without overwrite)
         head = data[: imageinfo.HEAD_BYTES]
     else:
         head_out: list[bytes] = []

@@ -255,12 +255,13 @@ def schema_problem(tag: bytes, value: Any) -> str | None:
         if type(value) is not list:
             return "a tree leaf must be a list"
         prev = b""
-        for e in value:
-            if type(e) is not list or len(e) != 2 or type(e[0]) is not bytes or len(e[0]) != tree.KEY_SIZE:
+        for entry in value:
+            if (type(entry) is not list or len(entry) != 2 or type(entry[0]) is not bytes
+                    or len(entry[0]) != tree.KEY_SIZE):
                 return "malformed tree leaf entry"
-            if e[0] <= prev:
+            if entry[0] <= prev:
                 return "tree leaf keys out of order"
-            prev = e[0]
+            prev = entry[0]
         return None
     if tag == tree.NODE:
         if type(value) is not list or len(value) != 3:
@@ -322,8 +323,10 @@ class Walk:
         self.commits = 0
         self._seen: set[bytes] = set()
         self._stack: list[tuple[bytes, bytes, str]] = []
+        self._roots: set[str] = set()
 
     def add(self, root: Root) -> None:
+        self._roots.add(root.source)
         self._push(_ANY if root.op else _COMMIT, root.oid, root.source)
 
     def _push(self, kind: bytes, oid: bytes, referrer: str) -> None:
@@ -339,7 +342,7 @@ class Walk:
             batch = self._stack[-_LOAD_BATCH:]
             del self._stack[-_LOAD_BATCH:]
             ids = [oid for _, oid, _ in batch]
-            raws = self.repo.db.read(lambda t: [t.get("objects", o) for o in ids])
+            raws = self.repo.db.read(lambda t, ids=ids: [t.get("objects", o) for o in ids])  # type: ignore[misc]
             for (kind, oid, referrer), raw in zip(batch, raws):
                 self._visit(kind, oid, referrer, raw)
 
@@ -349,7 +352,10 @@ class Walk:
                 self._any_blob(oid, referrer)
                 return
             what = {_COMMIT: "commit", _RECIPE: "recipe", _ANNSET: "annotation set"}.get(kind, "tree node")
-            self.report(Issue("object-missing", oid.hex(), f"{what} named by {referrer} is missing"))
+            issue = "object-missing"
+            if referrer in self._roots:
+                issue = "reflog-dangling" if referrer.startswith("reflog") else "ref-dangling"
+            self.report(Issue(issue, oid.hex(), f"{what} named by {referrer} is missing"))
             return
         got = verify_object(oid, raw)
         if isinstance(got, Issue):

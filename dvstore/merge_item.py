@@ -370,14 +370,14 @@ class ItemMerger:
 
     def _annotations(self, b_oid: Any, o_oid: Any, t_oid: Any, qb: dict[str, Any], qo: dict[str, Any],
                      qt: dict[str, Any], annotations_merged: bool) -> tuple[Any, dict[str, Any]]:
-        B, O, T = self._annset(b_oid), self._annset(o_oid), self._annset(t_oid)
+        bset, oset, tset = self._annset(b_oid), self._annset(o_oid), self._annset(t_oid)
         result: dict[str, Any] = {}
         qa: dict[str, Any] = {}
         rekeyed: list[tuple[str, Any, Any]] = []
-        for aid in sorted(set(B) | set(O) | set(T) | set(qb) | set(qo) | set(qt)):
+        for aid in sorted(set(bset) | set(oset) | set(tset) | set(qb) | set(qo) | set(qt)):
             # An annotation and its QA status change together as far as conflicts go: a
             # status set on an annotation the other side deleted is a delete/modify.
-            ba, oa, ta = B.get(aid), O.get(aid), T.get(aid)
+            ba, oa, ta = bset.get(aid), oset.get(aid), tset.get(aid)
             bq, oq, tq = qb.get(aid), qo.get(aid), qt.get(aid)
             bp, op, tp = [ba, bq], [oa, oq], [ta, tq]
             pair, conflicted = _three(bp, op, tp)
@@ -399,7 +399,7 @@ class ItemMerger:
             qa = {k: v for k, v in qa.items() if k in result}
         if not annotations_merged:
             return o_oid, qa
-        for side_oid, side in ((o_oid, O), (t_oid, T)):
+        for side_oid, side in ((o_oid, oset), (t_oid, tset)):
             if side_oid and same(side, result):
                 return side_oid, qa
         return (self.store.put(ANNSET, result) if result else None), qa

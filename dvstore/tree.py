@@ -99,12 +99,15 @@ def _build(store: ObjectStore, entries: list[list[Any]], depth: int) -> Digest:
     return store.put_encoded(NODE, codec.encode_canonical([bitmap, children, len(entries)]))
 
 
-def build(store: ObjectStore, entries: Iterable[tuple[bytes, Any]]) -> Digest:
-    """Build a tree from (key, value) pairs (any order; later duplicates win)."""
+def build(store: ObjectStore, entries: Iterable[tuple[bytes, Any]], *, canonical: bool = False) -> Digest:
+    """Build a tree from (key, value) pairs (any order; later duplicates win).
+
+    ``canonical=True`` promises canonical values (e.g. read from another tree).
+    """
     d: dict[bytes, Any] = {}
     for k, v in entries:
         _check_key(k)
-        d[k] = codec.canonical(v)
+        d[k] = v if canonical else codec.canonical(v)
     return _build(store, [[k, d[k]] for k in sorted(d)], 0)
 
 

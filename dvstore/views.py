@@ -75,6 +75,75 @@ def item_json(iid: bytes, irec: dict[str, Any], annset: dict[str, Any] | None,
     }
 
 
+_LAZY_FIELDS = frozenset({"id", "filename", "dir", "name", "type", "hidden", "size", "mimetype", "createdAt",
+                          "annotated", "annotationsCount", "metadata", "binary"})
+
+
+class LazyItemView(dict):  # type: ignore[type-arg]
+    """An item view that computes a field the first time a filter asks for it.
+
+    Filters read documents with ``get``; a filtered clone of a million items must not pay
+    for building metadata views that the query never looks at.
+    """
+
+    __slots__ = ("_iid", "_irec", "_meta", "_status", "_n")
+
+    def __init__(self, iid: bytes, irec: dict[str, Any], meta: dict[str, Any] | None,
+                 status: dict[str, Any] | None, annotated: int | None) -> None:
+        super().__init__()
+        self._iid, self._irec, self._meta, self._status, self._n = iid, irec, meta, status, annotated
+
+    def _compute(self, key: str) -> Any:
+        irec = self._irec
+        if key == "filename":
+            return irec["filename"]
+        if key == "dir":
+            return split_filename(irec["filename"])[0]
+        if key == "name":
+            return split_filename(irec["filename"])[1]
+        if key == "type":
+            return "file"
+        if key == "hidden":
+            return bool(irec.get("hidden", False))
+        if key == "id":
+            return self._iid.hex()
+        if key == "binary":
+            return irec["blob"].hex()
+        if key == "size":
+            return irec["size"]
+        if key == "mimetype":
+            return irec.get("mimetype", "application/octet-stream")
+        if key == "createdAt":
+            return irec.get("createdAt", "")
+        if key == "annotated":
+            return bool(self._n)
+        if key == "annotationsCount":
+            return self._n or 0
+        return {"system": system_metadata(irec, self._meta, self._status),
+                "user": dict((self._meta or {}).get("user") or {})}
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        if dict.__contains__(self, key):
+            return dict.__getitem__(self, key)
+        if key in _LAZY_FIELDS:
+            v = self._compute(key)
+            self[key] = v
+            return v
+        return default
+
+    def __getitem__(self, key: Any) -> Any:
+        v = self.get(key, _ABSENT)
+        if v is _ABSENT:
+            raise KeyError(key)
+        return v
+
+    def __contains__(self, key: object) -> bool:
+        return key in _LAZY_FIELDS or dict.__contains__(self, key)
+
+
+_ABSENT = object()
+
+
 def filter_view(iid: bytes, irec: dict[str, Any], meta: dict[str, Any] | None,
                 status: dict[str, Any] | None, annotated: int | None) -> dict[str, Any]:
     """A cheaper item view for filter evaluation (no annotation bodies)."""

@@ -46,6 +46,7 @@ import secrets
 import stat as statmod
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -638,46 +639,45 @@ def checkout(store: Store, dataset: Dataset | str, commit_id: bytes | str | None
     folders = _folders_of(fn for fn, _ in records)
     _prepare_target(dest, store, force)
     root = os.path.realpath(dest)
-    root_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     pending: list[_CacheRow] = []
-    try:
+    with ExitStack() as fds:
+        root_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fds.callback(os.close, root_fd)
         items_fd = _open_dir(root_fd, ITEMS_DIR, ITEMS_DIR, create=True, replace_links=force)
+        fds.callback(os.close, items_fd)
         json_fd = _open_dir(root_fd, JSON_DIR, JSON_DIR, create=True, replace_links=force)
+        fds.callback(os.close, json_fd)
         items_chain = _DirChain(items_fd, ITEMS_DIR, create=True, replace_links=force)
+        fds.callback(items_chain.close)
         json_chain = _DirChain(json_fd, JSON_DIR, create=True, replace_links=force)
-        try:
-            with repo.lock():
-                total = len(records)
-                for i, (fn, v) in enumerate(records):
-                    parts = fn[1:].split("/")
-                    rel = fn[1:]
-                    dfd = items_chain.fd(parts[:-1])
-                    st = _write_file(dfd, parts[-1], repo.blobs.iter_verified(v.irec["blob"]), f"{ITEMS_DIR}/{rel}",
-                                     exclusive=not force)
-                    pending.append((_cache_key(root, ITEMS_DIR, rel), st, bytes(v.irec["blob"]),
-                                    v.irec.get("mimetype", imageinfo.OCTET_STREAM), v.irec.get("system") or {}))
-                    stats.items += 1
-                    stats.bytes += st.st_size
-                    if fn + JSON_SUFFIX in folders:
-                        stats.skipped_json.append(fn)  # json/<fn>.json is a folder of other items' json
-                    else:
-                        data = render_json(_view(repo, v))
-                        jfd = json_chain.fd(parts[:-1])
-                        jst = _write_file(jfd, parts[-1] + JSON_SUFFIX, (data,), f"{JSON_DIR}/{rel}{JSON_SUFFIX}",
-                                          exclusive=not force)
-                        pending.append((_cache_key(root, JSON_DIR, rel + JSON_SUFFIX), jst, hash_bytes(data),
-                                        "application/json", {_CACHE_MARK: _json_key(v)}))
-                        stats.json_files += 1
-                    if progress is not None and (i % 256 == 0 or i == total - 1):
-                        progress(i + 1, total)
-        finally:
-            items_chain.close()
-            json_chain.close()
-            os.close(items_fd)
-            os.close(json_fd)
+        fds.callback(json_chain.close)
+        with repo.lock():
+            total = len(records)
+            for i, (fn, v) in enumerate(records):
+                rel = fn[1:]
+                parts = rel.split("/")
+                dfd = items_chain.fd(parts[:-1])
+                st = _write_file(dfd, parts[-1], repo.blobs.iter_verified(v.irec["blob"]), f"{ITEMS_DIR}/{rel}",
+                                 exclusive=not force)
+                pending.append((_cache_key(root, ITEMS_DIR, rel), st, bytes(v.irec["blob"]),
+                                v.irec.get("mimetype", imageinfo.OCTET_STREAM), v.irec.get("system") or {}))
+                stats.items += 1
+                stats.bytes += st.st_size
+                if fn + JSON_SUFFIX in folders:
+                    stats.skipped_json.append(fn)  # json/<fn>.json is a folder of other items' json
+                else:
+                    data = render_json(_view(repo, v))
+                    jfd = json_chain.fd(parts[:-1])
+                    jst = _write_file(jfd, parts[-1] + JSON_SUFFIX, (data,), f"{JSON_DIR}/{rel}{JSON_SUFFIX}",
+                                      exclusive=not force)
+                    pending.append((_cache_key(root, JSON_DIR, rel + JSON_SUFFIX), jst, hash_bytes(data),
+                                    "application/json", {_CACHE_MARK: _json_key(v)}))
+                    stats.json_files += 1
+                if progress is not None and (i % 256 == 0 or i == total - 1):
+                    progress(i + 1, total)
+        # Last: a folder without it is not a working folder, so a failed checkout is never
+        # mistaken for a complete one.
         _write_checkout_file(root_fd, repo, rec, cid)
-    finally:
-        os.close(root_fd)
     _store_stat_cache(repo, pending)
     return stats
 
@@ -1096,20 +1096,23 @@ def commit_folder(directory: str = ".", message: str = "", *, store_path: str | 
     ``metadata.system.refs``) and ``hidden`` are applied; a field left out, or the whole
     json file deleted, changes nothing.
 
+    A clean folder commits nothing (None), even when the head has moved.
+
     Raises:
-        ConflictError: The dataset's head is no longer the checked-out version.
+        ConflictError: The folder has changes and the dataset's head is no longer the
+            checked-out version (nothing is written).
     """
     wd = _open_workdir(directory, store_path)
     repo = wd.store.repo
-    head = repo.head(wd.record)
-    if head != wd.commit:
-        raise _conflict(wd, head)
     scan = _scan(wd)
     st = scan.status
     result = CommitResult(version=None, parent=wd.commit, status=st)
     if st.clean:
         _store_stat_cache(repo, scan.cache)
         return result
+    head = repo.head(wd.record)
+    if head != wd.commit:
+        raise _conflict(wd, head)
     if not message:
         message = _summary(st)
     ds = Dataset(wd.store, wd.record)

@@ -21,8 +21,9 @@ from dvstore.hashing import short
 @click.argument("a", metavar="A[@REV]")
 @click.argument("b", metavar="B[@REV]", required=False)
 @click.option("--stat", "as_stat", is_flag=True, help="Counts per section instead of the lists.")
-@click.option("--labels", is_flag=True,
-              help="Also count every label on both sides (reads the whole annotations layer).")
+@click.option(
+    "--labels", is_flag=True, help="Also count every label on both sides (reads the whole annotations layer)."
+)
 @click.option("--exit-code", is_flag=True, help="Exit 1 when the versions differ, 0 when they are equal.")
 @json_opt
 @pass_ctx
@@ -76,8 +77,9 @@ def _echo_diff(doc: dict[str, Any]) -> None:
     _section("metadata", lines)
     st = doc["status"]
     lines = [f"{r['filename']}  task {r['task']}: {_st(r['from'])} -> {_st(r['to'])}" for r in st["tasks"]]
-    lines += [f"{r['filename']}  annotation {r['annotation']}: {_st(r['from'])} -> {_st(r['to'])}"
-              for r in st["annotations"]]
+    lines += [
+        f"{r['filename']}  annotation {r['annotation']}: {_st(r['from'])} -> {_st(r['to'])}" for r in st["annotations"]
+    ]
     _section("status", lines)
     _section("labels", _label_lines(doc["labels"]))
     _section("recipe", _recipe_lines(doc["recipe"]))
@@ -127,8 +129,10 @@ def _echo_stat(doc: dict[str, Any]) -> None:
     s = history.stat(doc)
     click.echo(f"diff {_side(doc['a'])} -> {_side(doc['b'])}")
     i, a = s["items"], s["annotations"]
-    click.echo(f"items        +{i['added']} -{i['removed']} ~{i['modified']} modified, "
-               f"{i['renamed']} renamed, {i['hidden']} hidden/shown")
+    click.echo(
+        f"items        +{i['added']} -{i['removed']} ~{i['modified']} modified, "
+        f"{i['renamed']} renamed, {i['hidden']} hidden/shown"
+    )
     click.echo(f"annotations  +{a['added']} -{a['removed']} ~{a['modified']} modified")
     keys = doc["metadata"]["keys"]
     top = ", ".join(f"{k} ({n})" for k, n in sorted(keys.items(), key=lambda kv: (-kv[1], kv[0]))[:5])

@@ -74,7 +74,13 @@ def _echo_status(st: workdir.Status) -> None:
 @json_opt
 @pass_ctx
 def commit_cmd(c: Ctx, directory: str, message: str, as_json: bool) -> None:
-    """Record a working folder's changes as a new version of its dataset."""
+    """Record a working folder's changes as a new version of its dataset.
+
+    Changed, new and missing files under items/ replace, add and delete items. Edits to
+    annotations, metadata, status and hidden in json/ files are applied; a deleted json
+    file, or a field left out of one, changes nothing. Refused (exit 5) when the dataset's
+    head has moved since the checkout.
+    """
     res = workdir.commit_folder(directory, message, store_path=c.store_path)
     st = res.status
     if as_json:

@@ -13,6 +13,8 @@ cannot read it reports as "no size" and falls back to the file extension for the
 
 from __future__ import annotations
 
+import functools
+
 import mimetypes
 import struct
 import zlib
@@ -112,8 +114,16 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
 
 
 def _guess_type(filename: str) -> str:
+    # The guess depends on the extension alone; cache it per extension (ingest calls this per file).
+    base = filename.rsplit("/", 1)[-1]
+    dot = base.rfind(".")
+    return _guess_ext(base[dot:].lower() if dot > 0 else base)
+
+
+@functools.lru_cache(maxsize=1024)
+def _guess_ext(ext: str) -> str:
     try:
-        guessed, _ = _MIMETYPES.guess_type(filename, strict=False)
+        guessed, _ = _MIMETYPES.guess_type("x" + ext if ext.startswith(".") else ext, strict=False)
     except (TypeError, ValueError):  # odd names must not stop an ingest
         guessed = None
     return guessed or OCTET_STREAM

@@ -51,6 +51,7 @@ class BlobStore:
         self.tmp = os.path.join(dvs_dir, "tmp")
         self.db = db
         self.pending: dict[bytes, bytes] = {}
+        self._pending_bytes = 0
 
     # -- naming ----------------------------------------------------------------------
 
@@ -82,11 +83,13 @@ class BlobStore:
     # -- writing ---------------------------------------------------------------------
 
     def stage_small(self, digest: bytes, data: bytes) -> None:
-        """Keep a small blob for the next write transaction."""
-        self.pending[digest] = data
+        """Keep a small blob for the next write transaction (stored only if absent)."""
+        if digest not in self.pending:
+            self.pending[digest] = data
+            self._pending_bytes += len(data)
 
     def pending_size(self) -> int:
-        return sum(len(v) for v in self.pending.values())
+        return self._pending_bytes
 
     def write_pending(self, txn: WriteTxn) -> None:
         for d, data in self.pending.items():
@@ -94,6 +97,7 @@ class BlobStore:
 
     def committed(self) -> None:
         self.pending.clear()
+        self._pending_bytes = 0
 
     def add_bytes(self, data: bytes) -> Digest:
         """Store bytes; small ones are staged, large ones written durably now."""

@@ -44,8 +44,9 @@ def test_diff_json(pets: Any) -> None:
     assert doc["items"]["renamed"] == [{"from": "/a.jpg", "to": "/x/a.jpg"}]
     assert doc["annotations"]["added"] == [{"filename": "/x/a.jpg", "id": "a1", "type": "box", "label": "cat"}]
     assert doc["annotations"]["removed"] == doc["annotations"]["modified"] == []
-    assert doc["metadata"]["changed"] == [{"filename": "/x/a.jpg", "added": ["user.split"], "removed": [],
-                                           "modified": []}]
+    assert doc["metadata"]["changed"] == [
+        {"filename": "/x/a.jpg", "added": ["user.split"], "removed": [], "modified": []}
+    ]
     assert doc["status"]["tasks"] == [{"filename": "/x/a.jpg", "task": "t1", "from": None, "to": "completed"}]
     assert doc["labels"] == {"change": {"cat": 1}}
     assert doc["recipe"] == {"changed": False}

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from dvstore import tree, workdir
+from dvstore import codec, tree, workdir
 from dvstore.api import Dataset, Store
 from dvstore.errors import ConflictError, DvsError, ImportFormatError, InvalidNameError, NotFoundError, UsageError
 from dvstore.hashing import hash_bytes
@@ -498,3 +498,37 @@ def test_checkout_json_shape_is_item_json(tmp_path: Path) -> None:
         annset = repo.objects.get(ann, b"annset") if ann else None
         want = workdir.render_json(item_json(iid, irec, annset, meta, st))
         assert (wd / "json" / (irec["filename"][1:] + ".json")).read_bytes() == want
+
+
+def test_untouched_annotations_keep_their_stored_form(tmp_path: Path) -> None:
+    store = Store.init(str(tmp_path / "s"))
+    ds = store.datasets.create("pets")
+    with ds.edit("seed") as e:
+        e.add_bytes("/x.jpg", b"x")
+        keep = e.add_annotation("/x.jpg", {"type": "class", "label": "keep"})  # no attributes/coordinates keys
+        change = e.add_annotation("/x.jpg", {"type": "class", "label": "change"})
+    old = Dataset(store, ds.record)
+    old_set = store.repo.objects.get(next(old.items.iter_records())[2], b"annset")
+    wd = tmp_path / "wd"
+    workdir.checkout(store, ds, None, str(wd))
+    doc = load(wd / "json/x.jpg.json")
+    for a in doc["annotations"]:
+        if a["id"] == change:
+            a["label"] = "changed"
+    dump(wd / "json/x.jpg.json", doc)
+    assert workdir.commit(str(wd), "one label") is not None
+    new_set = store.repo.objects.get(next(Dataset(store, ds.record).items.iter_records())[2], b"annset")
+    assert set(new_set) == {keep, change}
+    assert codec.encode(new_set[keep]) == codec.encode(old_set[keep])
+    assert new_set[change]["label"] == "changed"
+
+
+def test_clean_folder_commits_nothing_even_behind_head(tmp_path: Path) -> None:
+    store = Store.init(str(tmp_path / "s"))
+    ds = seed(store)
+    wd = tmp_path / "wd"
+    workdir.checkout(store, ds, None, str(wd))
+    with ds.edit("elsewhere") as e:
+        e.add_bytes("/other.txt", b"o")
+    r = run_dvs("commit", str(wd))
+    assert r.rc == 0 and "nothing to commit" in r.out

@@ -97,8 +97,13 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def start_child(store: Store, seed: int, env: dict[str, str]) -> subprocess.Popen[str]:
-    p = subprocess.Popen([sys.executable, "-c", CHILD, store.path, str(seed)], env=env, text=True,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p = subprocess.Popen(
+        [sys.executable, "-c", CHILD, store.path, str(seed)],
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     assert p.stdout is not None
     line = p.stdout.readline()
     if line.strip() != "ready":
@@ -223,6 +228,5 @@ def test_checkout_after_rollback_is_byte_identical(tmp_path: Path, processing_ti
     out = tmp_path / "checkout"
     r = run_dvs("--store", store.path, "checkout", "data", str(out))
     assert r.rc == 0, r.err
-    got = {"/" + str(f.relative_to(out / "items")): f.read_bytes()
-           for f in (out / "items").rglob("*") if f.is_file()}
+    got = {"/" + str(f.relative_to(out / "items")): f.read_bytes() for f in (out / "items").rglob("*") if f.is_file()}
     assert tree_hash(got) == tree_hash(files)

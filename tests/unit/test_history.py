@@ -69,7 +69,8 @@ def test_item_removed_reports_its_records_in_every_layer(ds: Dataset) -> None:
     assert doc["items"]["removed"] == ["/a.jpg"]
     assert [(r["filename"], r["id"]) for r in doc["annotations"]["removed"]] == [("/a.jpg", "a1"), ("/a.jpg", "a2")]
     assert doc["metadata"]["changed"] == [
-        {"filename": "/a.jpg", "added": [], "removed": ["user.nested.x", "user.split"], "modified": []}]
+        {"filename": "/a.jpg", "added": [], "removed": ["user.nested.x", "user.split"], "modified": []}
+    ]
     assert doc["status"]["tasks"] == [{"filename": "/a.jpg", "task": "t1", "from": "completed", "to": None}]
     assert doc["labels"]["change"] == {"cat": -2}
 
@@ -119,11 +120,18 @@ def test_annotation_removed(ds: Dataset) -> None:
 
 
 def test_annotation_modified_fields_and_relabel(ds: Dataset) -> None:
-    doc = change(ds, lambda e: e.add_annotation(
-        "/a.jpg", {"id": "a1", "type": "box", "label": "dog", "coordinates": [1, 5]}))
+    doc = change(
+        ds, lambda e: e.add_annotation("/a.jpg", {"id": "a1", "type": "box", "label": "dog", "coordinates": [1, 5]})
+    )
     [m] = doc["annotations"]["modified"]
-    assert m == {"filename": "/a.jpg", "id": "a1", "type": "box", "label": "dog", "label_from": "cat",
-                 "fields": ["coordinates", "label"]}
+    assert m == {
+        "filename": "/a.jpg",
+        "id": "a1",
+        "type": "box",
+        "label": "dog",
+        "label_from": "cat",
+        "fields": ["coordinates", "label"],
+    }
     assert doc["labels"]["change"] == {"cat": -1, "dog": 1}
     assert doc["annotations"]["added"] == doc["annotations"]["removed"] == []
 
@@ -147,17 +155,30 @@ def test_annotation_only_change_names_the_item(ds: Dataset) -> None:
 
 
 def test_metadata_dotted_paths(ds: Dataset) -> None:
-    doc = change(ds, lambda e: e.update_metadata(
-        "/a.jpg", user={"split": "val", "nested": {"y": 2}, "score": 1}, system={"tags": {"train": True}},
-        replace=True))
-    assert doc["metadata"]["changed"] == [{
-        "filename": "/a.jpg",
-        "added": ["system.tags.train", "user.nested.y", "user.score"],
-        "removed": ["user.nested.x"],
-        "modified": ["user.split"],
-    }]
-    assert doc["metadata"]["keys"] == {"system.tags.train": 1, "user.nested.x": 1, "user.nested.y": 1,
-                                       "user.score": 1, "user.split": 1}
+    doc = change(
+        ds,
+        lambda e: e.update_metadata(
+            "/a.jpg",
+            user={"split": "val", "nested": {"y": 2}, "score": 1},
+            system={"tags": {"train": True}},
+            replace=True,
+        ),
+    )
+    assert doc["metadata"]["changed"] == [
+        {
+            "filename": "/a.jpg",
+            "added": ["system.tags.train", "user.nested.y", "user.score"],
+            "removed": ["user.nested.x"],
+            "modified": ["user.split"],
+        }
+    ]
+    assert doc["metadata"]["keys"] == {
+        "system.tags.train": 1,
+        "user.nested.x": 1,
+        "user.nested.y": 1,
+        "user.score": 1,
+        "user.split": 1,
+    }
     empty_sections(doc, "metadata")
 
 
@@ -202,8 +223,7 @@ def test_label_counts_on_request(ds: Dataset) -> None:
     with ds.edit() as e:
         e.add_annotation("/c.jpg", {"id": "c1", "type": "box", "label": "dog"})
     doc = history.diff(ds.at(before.hex()), ds, labels=True)
-    assert doc["labels"] == {"change": {"dog": 1},
-                             "counts": {"cat": {"a": 2, "b": 2}, "dog": {"a": 1, "b": 2}}}
+    assert doc["labels"] == {"change": {"dog": 1}, "counts": {"cat": {"a": 2, "b": 2}, "dog": {"a": 1, "b": 2}}}
     assert "counts" not in history.diff(ds.at(before.hex()), ds)["labels"]
     assert "counts" in history.diff(ds.at(before.hex()), ds, labels=None)["labels"]  # small: cheap
 
@@ -263,9 +283,10 @@ class CountingStore(MemoryObjectStore):
         super().__init__()
         self.reads = 0
 
-    def get(self, oid: bytes, tag: bytes) -> Any:
+    def get_any(self, oid: bytes) -> tuple[bytes, Any]:
+        # Every typed read (``get``, tree.read_node) comes through here, cache hits included.
         self.reads += 1
-        return super().get(oid, tag)
+        return super().get_any(oid)
 
 
 def _key(i: int) -> bytes:
@@ -286,8 +307,12 @@ def test_diff_cost_follows_the_differences() -> None:
     objs.flush()
 
     def commit(items_root: bytes) -> Commit:
-        return Commit(layers={"items": items_root, "annotations": None, "metadata": root_meta, "status": None},
-                      recipe=bytes(32), parents=(), op="commit")
+        return Commit(
+            layers={"items": items_root, "annotations": None, "metadata": root_meta, "status": None},
+            recipe=bytes(32),
+            parents=(),
+            op="commit",
+        )
 
     objs.reads = 0
     doc = history.diff_commits(objs, commit(root_items), commit(root_items2))
