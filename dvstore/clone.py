@@ -41,10 +41,17 @@ def select(store: Store, c: Commit, query: Any) -> set[bytes] | None:
     wanted = {"annotations": need_ann, "metadata": need_meta, "status": need_meta or q.needs_annotations}
     streams = {layer: tree.items(objs, c.layers[layer]) for layer, on in wanted.items()
                if on and c.layers[layer]}
+    chosen: set[bytes] = set()
+    items_root = c.layers["items"] or tree.EMPTY
+    if not streams and not q.needs_annotations:
+        # The common case (filename, name, dir, ... queries): one pass over the items leaves.
+        match = q.match_item
+        for entries in tree.leaves(objs, items_root):
+            chosen.update(e[0] for e in entries if match(LazyItemView(e[0], e[1], None, None, 0), None))
+        return chosen
     heads: dict[str, Any] = {k: next(s, None) for k, s in streams.items()}
     row: dict[str, Any] = {"annotations": None, "metadata": None, "status": None}
-    chosen: set[bytes] = set()
-    for iid, irec in tree.items(objs, c.layers["items"] or tree.EMPTY):
+    for iid, irec in tree.items(objs, items_root):
         for layer, s in streams.items():
             h = heads[layer]
             while h is not None and h[0] < iid:
@@ -63,8 +70,9 @@ def _subset(store: Store, root: bytes | None, keep: set[bytes]) -> bytes | None:
     if root is None:
         return None
     objs = store.repo.objects
-    # Values read from a tree are canonical already.
-    return tree.build(objs, ((k, v) for k, v in tree.items(objs, root) if k in keep), canonical=True)
+    kept = [e for entries in tree.leaves(objs, root) for e in entries if e[0] in keep]
+    # Entries come in key order and values read from a tree are canonical already.
+    return tree.build_sorted(objs, kept)
 
 
 def clone(src: Dataset, *, clone_name: str | None = None, filters: Any = None,

@@ -111,6 +111,11 @@ def build(store: ObjectStore, entries: Iterable[tuple[bytes, Any]], *, canonical
     return _build(store, [[k, d[k]] for k in sorted(d)], 0)
 
 
+def build_sorted(store: ObjectStore, entries: list[list[Any]]) -> Digest:
+    """Build a tree from canonical [key, value] entries already sorted by unique key."""
+    return _build(store, entries, 0)
+
+
 def _collect(store: ObjectStore, oid: bytes) -> list[list[Any]]:
     out: list[list[Any]] = []
     stack = [oid]
@@ -221,6 +226,21 @@ def items(store: ObjectStore, root: bytes) -> Iterator[tuple[bytes, Any]]:
         if entries is not None:
             for k, v in entries:
                 yield k, v
+        else:
+            stack.extend(reversed(children))
+
+
+def leaves(store: ObjectStore, root: bytes) -> Iterator[list[Any]]:
+    """Yield the entry lists of the leaves in key order (bulk work without a per-entry yield).
+
+    The lists are shared with the object cache: callers must not mutate them.
+    """
+    stack = [root]
+    while stack:
+        entries, _, children, _ = read_node(store, stack.pop())
+        if entries is not None:
+            if entries:
+                yield entries
         else:
             stack.extend(reversed(children))
 
