@@ -27,6 +27,7 @@ from dvstore.errors import CorruptObjectError, ImportFormatError, InvalidNameErr
 from dvstore.hashing import Digest, hash_bytes
 from dvstore.io import imageinfo
 from dvstore.model import normalize_dir, normalize_filename
+from dvstore.repo import Repository
 from dvstore.storage.blobs import SMALL_MAX
 from dvstore.storage.db import WriteTxn
 
@@ -108,10 +109,11 @@ def _cache_key(path: str) -> bytes:
     return os.fsencode(path)
 
 
-def lookup_stat(editor: Editor, keys: list[bytes]) -> dict[bytes, list[Any]]:
+def lookup_stat(repo: Repository, keys: list[bytes], *, require_blob: bool = True) -> dict[bytes, list[Any]]:
     """Read stat-cache entries for many paths in one transaction.
 
-    Entries whose blob is no longer in the store (collected by gc) are left out.
+    With ``require_blob``, entries whose blob is no longer in the store (collected by gc) are
+    left out; a working folder's status compares hashes only and does not need the blob.
     """
     def fn(t: Any) -> dict[bytes, list[Any]]:
         out = {}
@@ -123,10 +125,11 @@ def lookup_stat(editor: Editor, keys: list[bytes]) -> dict[bytes, list[Any]]:
                 except CorruptObjectError:
                     continue
                 if isinstance(rec, list) and len(rec) == 8 and type(rec[5]) is bytes:
-                    if t.exists("blobs", rec[5]) or os.path.exists(editor.repo.blobs.path_for(rec[5])):
+                    if (not require_blob or t.exists("blobs", rec[5])
+                            or os.path.exists(repo.blobs.path_for(rec[5]))):
                         out[k] = rec
         return out
-    return editor.repo.db.read(fn)
+    return repo.db.read(fn)
 
 
 def cache_hit(rec: list[Any] | None, st: os.stat_result) -> bool:
@@ -149,7 +152,7 @@ def ingest(editor: Editor, paths: list[str], *, to: str = "/", annotations: str 
     ann_by_file, labels, extras = _load_annotations(annotations, fmt, paths, to)
     stats = IngestStats()
     keys = [_cache_key(local) for local, _ in pairs]
-    cache = lookup_stat(editor, keys)
+    cache = lookup_stat(editor.repo, keys)
     if len(pairs) * 4 >= tree.count(editor.objects, editor.base.layers["items"] or tree.EMPTY):
         editor.prefetch()
     new_cache: dict[bytes, bytes] = {}
@@ -191,7 +194,7 @@ def ingest(editor: Editor, paths: list[str], *, to: str = "/", annotations: str 
                 blobs.committed()
             if progress is not None:
                 progress(done, total)
-    _apply_annotations(editor, ann_by_file, extras, stats)
+    _apply_annotations(editor, ann_by_file, extras, stats, [fn for _, fn in pairs])
     if labels:
         cur = editor.recipe or editor.repo.recipe(editor.base.recipe)
         new = recipes.add_labels(cur, labels)
@@ -286,13 +289,25 @@ def _load_annotations(annotations: str | None, fmt: str | None, paths: list[str]
 
 
 def _apply_annotations(editor: Editor, by_file: dict[str, list[dict[str, Any]]],
-                       extras: dict[str, dict[str, Any]], stats: IngestStats) -> None:
-    for fn in sorted(by_file):
+                       extras: dict[str, dict[str, Any]], stats: IngestStats,
+                       added: list[str] | None = None) -> None:
+    # Dataloop's own exports name a json after the item's stem (json/a/1.json for items/a/1.jpg);
+    # dvs checkouts use the full name (json/a/1.jpg.json). Accept both.
+    stems: dict[str, list[str]] = {}
+    for fn in added or []:
+        stem = fn.rsplit(".", 1)[0] if "." in fn.rsplit("/", 1)[-1] else fn
+        stems.setdefault(stem, []).append(fn)
+    for key in sorted(by_file):
+        fn = key
         iid = editor.item_id(fn)
+        if iid is None and len(stems.get(key, [])) == 1:
+            fn = stems[key][0]
+            iid = editor.item_id(fn)
+            extras = dict(extras, **{fn: extras[key]}) if key in extras else extras
         if iid is None:
-            stats.skipped.append(fn)
+            stats.skipped.append(key)
             continue
-        anns = [dict(a, id=_stable_annotation_id(iid, a)) for a in by_file[fn]]
+        anns = [dict(a, id=_stable_annotation_id(iid, a)) for a in by_file[key]]
         existing = editor.current_annotations(iid)
         if [existing.get(a["id"]) for a in anns] != anns or len(existing) != len(anns):
             editor.set_annotations(fn, anns)

@@ -224,8 +224,7 @@ def items(store: ObjectStore, root: bytes) -> Iterator[tuple[bytes, Any]]:
     while stack:
         entries, _, children, _ = read_node(store, stack.pop())
         if entries is not None:
-            for k, v in entries:
-                yield k, v
+            yield from entries
         else:
             stack.extend(reversed(children))
 

@@ -55,7 +55,6 @@ from dvstore.api import Dataset, Store
 from dvstore.edit import Editor, normalize_annotation
 from dvstore.errors import (
     ConflictError,
-    CorruptionError,
     DvsError,
     ImportFormatError,
     InvalidNameError,
@@ -64,7 +63,7 @@ from dvstore.errors import (
     UsageError,
 )
 from dvstore.hashing import CHUNK, Digest, hash_bytes, new_hasher, short
-from dvstore.ingest import RACY_NS, Progress, cache_hit, stat_entry
+from dvstore.ingest import RACY_NS, Progress, cache_hit, lookup_stat, stat_entry
 from dvstore.io import dataloop, imageinfo
 from dvstore.model import normalize_filename, now_iso
 from dvstore.repo import ANNSET, DatasetRecord, Repository, path_key
@@ -431,24 +430,6 @@ def _filename_of(top: str, rel: str) -> str:
 
 def _cache_key(root: str, top: str, rel: str) -> bytes:
     return os.fsencode(f"{root}/{top}/{rel}")
-
-
-def _lookup_stat(repo: Repository, keys: list[bytes]) -> dict[bytes, list[Any]]:
-    """Stat-cache entries for many paths in one read (the format of ``ingest``)."""
-    def fn(t: Any) -> dict[bytes, list[Any]]:
-        out: dict[bytes, list[Any]] = {}
-        for k in keys:
-            v = t.get("stat_cache", k)
-            if v is None:
-                continue
-            try:
-                rec = codec.decode(v)
-            except CorruptionError:
-                continue
-            if isinstance(rec, list) and len(rec) == 8:
-                out[k] = rec
-        return out
-    return repo.db.read(fn)
 
 
 def _settle(max_mtime_ns: int) -> int:
@@ -981,7 +962,7 @@ def _scan(wd: _Workdir) -> _Scan:
         jsons = _index(root_fd, JSON_DIR)
         keys = [_cache_key(wd.root, ITEMS_DIR, f.rel) for f in items.values()]
         keys += [_cache_key(wd.root, JSON_DIR, f.rel) for f in jsons.values()]
-        cached = _lookup_stat(repo, keys)
+        cached = lookup_stat(repo, keys, require_blob=False)
         pending: list[_CacheRow] = []
         edits: dict[str, _JsonEdit] = {}
         new_edits: dict[str, _JsonEdit] = {}

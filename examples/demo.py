@@ -84,8 +84,8 @@ def main() -> None:
     dvs("commit", "cleanup", "-m", "oops: deleted every dog")
     dvs("diff", "pets-merged@before-cleanup", "pets-merged", "--stat")
     dvs("restore", "pets-merged", "before-cleanup")
-    out = dvs("diff", "pets-merged@before-cleanup", "pets-merged", "--json")
-    print("\nafter the rollback the dataset equals the snapshot:", json.loads(out)["items"])
+    out = dvs("diff", "pets-merged@before-cleanup", "pets-merged", "--json", "--exit-code")
+    print("\nafter the rollback the dataset equals the snapshot:", json.loads(out)["identical"])
     dvs("fsck")
     print(f"\ndemo finished; the store is in {OUT}/.dvs")
 

@@ -8,9 +8,10 @@ out. It knows nothing about datasets, commits or trees.
 Process-wide state (the one exception to "no global state"): py-lmdb refuses to open one
 environment twice in a process, and an environment must not be used across ``fork()``. So
 environments live in a private registry keyed by (real path, pid). A child process that
-inherited a parent's environment opens its own on first use and never closes the inherited
-one (closing it would touch the parent's lock table); the inherited handle is parked in
-``_ORPHANED`` so it is never freed.
+inherited a parent's environment opens its own on first use; the inherited handle is parked
+in ``_ORPHANED`` and closed only then, because py-lmdb refuses to open files that are still
+open in the process. Closing in the child is safe: ``mdb_env_close`` clears only reader slots
+of the caller's own pid and the parent's fcntl locks are not inherited.
 
 Settings: ``writemap=False`` (a full disk is an error, not SIGBUS), ``sync=True``,
 ``metasync=True``; the map grows by doubling on ``MapFullError`` (the whole transaction is
@@ -54,6 +55,9 @@ def _open_env(path: str, map_size: int) -> lmdb.Environment:
     with _LOCK:
         env = _REGISTRY.get(key)
         if env is None:
+            for old in [e for e in _ORPHANED if e.path() == path]:
+                _ORPHANED.remove(old)
+                old.close()
             os.makedirs(path, mode=0o700, exist_ok=True)
             try:
                 env = lmdb.open(
@@ -171,7 +175,7 @@ class Database:
         start, skip = prefix, False
         while True:
             n = batch + (1 if skip else 0)
-            rows = self.read(lambda t: list(t.scan_from(db, start, prefix, n)))
+            rows = self.read(lambda t, s=start, n=n: list(t.scan_from(db, s, prefix, n)))
             if skip and rows and rows[0][0] == start:
                 rows = rows[1:]
             if not rows:
