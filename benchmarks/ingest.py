@@ -751,6 +751,7 @@ def summarize(results: list[dict], datasets: dict) -> list[dict]:
                 "peak_rss_mib": max(r["maxrss_kib"] for r in ok) / 1024,
                 "wall_median_s": statistics.median(r["wall_s"] for r in ok),
                 "other_load": max(r["other_load"] for r in ok),
+                "other_load_median": statistics.median(r["other_load"] for r in ok),
                 "setup_s": statistics.median(r["setup_s"] for r in ok),
                 "store_mib": statistics.median(r["store_bytes"] for r in ok) / 2**20,
                 "verified": next((r.get("verify_detail") if r.get("verified") is not False
@@ -801,7 +802,7 @@ def render(meta: dict, rows: list[dict], skipped: dict, tools: dict) -> str:
       "×floor = seconds / floor seconds; ×dvs = seconds / dvs seconds (>1: slower than dvs). "
       "CPU s = user+sys of the timed tree (median). store = disk used by the tool's store "
       "(st_blocks). others' load = cores kept busy by other processes during the timed step "
-      "(max over runs, from /proc/stat; includes kernel writeback): above ~0.3 the figure is "
+      "(median/max over runs, from /proc/stat; includes kernel writeback): above ~0.3 the figure is "
       f"disturbed. Before each timed step the script waits (up to {qw:g} s) for the "
       f"machine to be idle, and runs the step at nice {nice}. check = objects the tool reports "
       "stored / expected (first run).")
@@ -809,7 +810,7 @@ def render(meta: dict, rows: list[dict], skipped: dict, tools: dict) -> str:
     for ds in meta["datasets"]:
         w(f"## {ds}\n")
         w("| tool | median s | min–max s | files/s | MB/s | CPU s | peak RSS MiB | store MiB "
-          "| ×floor | ×dvs | setup s | others' load | check |")
+          "| ×floor | ×dvs | setup s | others' load med/max | check |")
         w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
         for r in rows:
             if r["dataset"] != ds:
@@ -820,7 +821,7 @@ def render(meta: dict, rows: list[dict], skipped: dict, tools: dict) -> str:
             w(f"| {r['tool']} | {r['median_s']:.3f} | {r['min_s']:.3f}–{r['max_s']:.3f} "
               f"| {r['files_per_s']:,.0f} | {r['mb_per_s']:,.1f} | {r['cpu_s']:.2f} "
               f"| {r['peak_rss_mib']:.0f} | {fmt(r['store_mib'], '.1f')} | {fmt(r['x_floor'])} "
-              f"| {fmt(r['x_dvs'])} | {r['setup_s']:.2f} | {r['other_load']:.2f} "
+              f"| {fmt(r['x_dvs'])} | {r['setup_s']:.2f} | {r['other_load_median']:.2f}/{r['other_load']:.2f} "
               f"| {r.get('verified') or ''} |")
         w("")
     notes = [r for r in rows if "import_s" in r or ("inner_s" in r and r["tool"].startswith("floor"))]

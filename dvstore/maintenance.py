@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from dvstore import codec, tree
 from dvstore.errors import CorruptObjectError, UsageError
 from dvstore.hashing import hash_bytes, short
-from dvstore.model import FORMAT, Commit, now_iso
+from dvstore.model import Commit, now_iso
 from dvstore.storage.objects import TAGS
 
 if TYPE_CHECKING:
@@ -469,7 +469,6 @@ def fsck(store: Store, *, read_data: bool = False, rebuild: bool = False) -> Fsc
 __all__ = [
     "DEFAULT_GRACE",
     "DEFAULT_RETENTION",
-    "FORMAT",
     "Issue",
     "Root",
     "Roots",

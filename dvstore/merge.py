@@ -115,6 +115,13 @@ class _Walk:
     Only positions where both sides changed something descend, down to the leaves, where
     each item id is settled across its layers (an item deleted in ours and re-annotated in
     theirs must be seen as one item, so the layers cannot be merged one by one).
+
+    A node records its entry count, so a merged node needs the counts of subtrees it takes
+    whole. Reading them would cost a read per untouched sibling; instead a node's count is
+    derived from the counts of the three nodes it merges (known once they are opened):
+    ``result = ours + theirs - base`` over the children taken whole, which is exact for a
+    child one side left as in the base, plus the exact counts of the children that were
+    merged below, minus a correction read only where both sides made the same change.
     """
 
     def __init__(self, store: ObjectStore, layers: list[str], merger: ItemMerger) -> None:
@@ -123,83 +130,110 @@ class _Walk:
         self.merger = merger
 
     def run(self, base: list[bytes], ours: list[bytes], theirs: list[bytes]) -> list[Digest]:
-        return [oid for oid, _ in self._merge(0, base, ours, theirs)]
+        n = len(self.layers)
+        if all(ours[i] == base[i] for i in range(n)):
+            return [Digest(r) for r in theirs]
+        if all(theirs[i] == base[i] for i in range(n)) or all(ours[i] == theirs[i] for i in range(n)):
+            return [Digest(r) for r in ours]
+        return [r[0] for r in self._merge(0, base, ours, theirs)]
 
     def _count(self, ref: _Ref) -> int:
         if isinstance(ref, list):
             return len(ref)
         return tree.read_node(self.store, ref)[3]
 
-    def _take(self, refs: list[_Ref], depth: int) -> list[tuple[Digest, int]]:
-        out = []
-        for r in refs:
-            if isinstance(r, list):
-                out.append((tree._build(self.store, r, depth), len(r)))
-            else:
-                out.append((Digest(r), self._count(r)))
-        return out
+    def _whole(self, ref: _Ref, depth: int) -> Digest:
+        """A subtree taken as it is (an in-memory split leaf is written out first)."""
+        return tree._build(self.store, ref, depth) if isinstance(ref, list) else Digest(ref)
 
-    def _open(self, ref: _Ref, depth: int) -> tuple[bool, dict[int, _Ref], list[Any]]:
-        """(is a leaf, children by nibble, entries when a leaf)."""
+    def _open(self, ref: _Ref) -> tuple[bool, dict[int, _Ref], list[Any], int]:
+        """(is a leaf, children by nibble of a node, entries of a leaf, entry count)."""
         if isinstance(ref, list):
-            entries: list[Any] = ref
-        else:
-            read, bitmap, children, _ = tree.read_node(self.store, ref)
-            if read is None:
-                return False, tree._slots(bitmap, children), []
-            entries = read
-        split: dict[int, list[Any]] = {}
-        if depth < MAX_DEPTH:
-            for e in entries:
-                split.setdefault(tree.nibble(e[0], depth), []).append(e)
-        return True, dict(split), entries
+            return True, {}, ref, len(ref)
+        entries, bitmap, children, count = tree.read_node(self.store, ref)
+        if entries is None:
+            return False, tree._slots(bitmap, children), [], count
+        return True, {}, entries, count
 
-    def _merge(self, depth: int, b: list[_Ref], o: list[_Ref], t: list[_Ref]) -> list[tuple[Digest, int]]:
+    @staticmethod
+    def _split(entries: list[Any], depth: int) -> dict[int, _Ref]:
+        """A leaf's entries by nibble, to line up with a node on another side."""
+        split: dict[int, list[Any]] = {}
+        for e in entries:
+            split.setdefault(tree.nibble(e[0], depth), []).append(e)
+        return dict(split)
+
+    def _merge(self, depth: int, b: list[_Ref], o: list[_Ref],
+               t: list[_Ref]) -> list[tuple[Digest, int, int, int, int]]:
+        """Merge subtrees that both sides changed: per layer (result, its count, b, o, t counts)."""
         n = len(self.layers)
-        if all(_same_ref(o[i], b[i]) for i in range(n)):
-            return self._take(t, depth)
-        if all(_same_ref(t[i], b[i]) for i in range(n)) or all(_same_ref(o[i], t[i]) for i in range(n)):
-            return self._take(o, depth)
-        opened = [[self._open(x, depth) for x in (b[i], o[i], t[i])] for i in range(n)]
-        if depth >= MAX_DEPTH or all(leaf for trio in opened for leaf, _, _ in trio):
+        opened = [[self._open(x) for x in (b[i], o[i], t[i])] for i in range(n)]
+        if depth >= MAX_DEPTH or all(side[0] for trio in opened for side in trio):
             return self._entries(depth, opened, (b, o, t))
-        results: list[list[tuple[int, Digest, int]]] = [[] for _ in range(n)]
+        opened = [[(leaf, self._split(entries, depth) if leaf else slots, entries, count)
+                   for leaf, slots, entries, count in trio] for trio in opened]
+        # Per layer: [exact count of what was merged below, b, o, t counts of those children,
+        # correction for children both sides changed alike].
+        acc = [[0, 0, 0, 0, 0] for _ in range(n)]
+        children: list[list[tuple[int, Digest]]] = [[] for _ in range(n)]
         for nib in range(FANOUT):
             cb = [opened[i][0][1].get(nib, EMPTY) for i in range(n)]
             co = [opened[i][1][1].get(nib, EMPTY) for i in range(n)]
             ct = [opened[i][2][1].get(nib, EMPTY) for i in range(n)]
-            if all(r == EMPTY for r in (*cb, *co, *ct)):
+            if all(_same_ref(co[i], cb[i]) for i in range(n)):
+                picked = [self._whole(r, depth + 1) for r in ct]
+            elif all(_same_ref(ct[i], cb[i]) for i in range(n)):
+                picked = [self._whole(r, depth + 1) for r in co]
+            elif all(_same_ref(co[i], ct[i]) for i in range(n)):
+                picked = [self._whole(r, depth + 1) for r in co]
+                for i in range(n):
+                    if not _same_ref(co[i], cb[i]):
+                        acc[i][4] += self._count(co[i]) - self._count(cb[i])
+            else:
+                for i, (oid, rc, bc, oc, tc) in enumerate(self._merge(depth + 1, cb, co, ct)):
+                    a = acc[i]
+                    a[0] += rc
+                    a[1] += bc
+                    a[2] += oc
+                    a[3] += tc
+                    if oid != EMPTY:
+                        children[i].append((nib, oid))
                 continue
-            for i, (oid, count) in enumerate(self._merge(depth + 1, cb, co, ct)):
-                if count:
-                    results[i].append((nib, oid, count))
-        return [self._assemble(depth, r) for r in results]
+            for i, oid in enumerate(picked):
+                if oid != EMPTY:
+                    children[i].append((nib, oid))
+        out = []
+        for i in range(n):
+            bt, ot, tt = (opened[i][s][3] for s in range(3))
+            merged, bm, om, tm, corr = acc[i]
+            total = merged + (ot - om) + (tt - tm) - (bt - bm) - corr
+            out.append((self._assemble(total, children[i]), total, bt, ot, tt))
+        return out
 
-    def _assemble(self, depth: int, children: list[tuple[int, Digest, int]]) -> tuple[Digest, int]:
+    def _assemble(self, total: int, children: list[tuple[int, Digest]]) -> Digest:
         """The canonical subtree over merged children (a leaf again once it is small)."""
-        total = sum(c for _, _, c in children)
         if total == 0:
-            return EMPTY, 0
+            return EMPTY
         if total <= tree.LEAF_MAX:
             entries: list[list[Any]] = []
-            for _, oid, _ in children:
+            for _, oid in children:
                 entries.extend(tree._collect(self.store, oid))
-            return tree._write_leaf(self.store, entries), total
+            return tree._write_leaf(self.store, entries)
         bitmap = 0
         ids = []
-        for nib, oid, _ in children:
+        for nib, oid in children:
             bitmap |= 1 << nib
             ids.append(oid)
-        return self.store.put_encoded(NODE, codec.encode_canonical([bitmap, ids, total])), total
+        return self.store.put_encoded(NODE, codec.encode_canonical([bitmap, ids, total]))
 
-    def _entries(self, depth: int, opened: list[list[tuple[bool, dict[int, _Ref], list[Any]]]],
-                 refs: tuple[list[_Ref], list[_Ref], list[_Ref]]) -> list[tuple[Digest, int]]:
+    def _entries(self, depth: int, opened: list[list[tuple[bool, dict[int, _Ref], list[Any], int]]],
+                 refs: tuple[list[_Ref], list[_Ref], list[_Ref]]) -> list[tuple[Digest, int, int, int, int]]:
         n = len(self.layers)
         o_refs, t_refs = refs[1], refs[2]
         maps = []
         for i in range(n):
             trio = []
-            for side, (leaf, _, entries) in enumerate(opened[i]):
+            for side, (leaf, _, entries, _) in enumerate(opened[i]):
                 if not leaf:  # a node past MAX_DEPTH: well-formed tries never have one
                     entries = tree._collect(self.store, refs[side][i])
                 trio.append({e[0]: e[1] for e in entries})
@@ -231,11 +265,12 @@ class _Walk:
         result = []
         for i in range(n):
             if as_ours[i] and not isinstance(o_refs[i], list):
-                result.append((Digest(o_refs[i]), len(out[i])))
+                oid = Digest(o_refs[i])
             elif as_theirs[i] and not isinstance(t_refs[i], list):
-                result.append((Digest(t_refs[i]), len(out[i])))
+                oid = Digest(t_refs[i])
             else:
-                result.append((tree._build(self.store, out[i], depth), len(out[i])))
+                oid = tree._build(self.store, out[i], depth)
+            result.append((oid, len(out[i]), len(maps[i][0]), len(maps[i][1]), len(maps[i][2])))
         return result
 
 

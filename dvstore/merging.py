@@ -224,7 +224,6 @@ class MergePlan:
         up_to_date: ``--into`` a target that already contains every source: nothing to do.
         keeps_scope: The first input was not widened (see ``side_scope``).
         options: Flags and strategy, as recorded in the version's info.
-        stats: ``items`` in the result; ``added``/``removed``/``modified`` relative to ours.
         committed: The new version's id once written.
         dataset: The dataset written to, once written.
     """
@@ -243,9 +242,27 @@ class MergePlan:
     up_to_date: bool = False
     keeps_scope: bool = True
     options: dict[str, Any] = field(default_factory=dict)
-    stats: dict[str, int] = field(default_factory=dict)
     committed: Digest | None = None
     dataset: Dataset | None = None
+    store: Store | None = field(default=None, repr=False)
+    _stats: dict[str, int] | None = field(default=None, repr=False)
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """``items`` in the result, and items ``added``/``removed``/``modified`` relative to ours.
+
+        Computed on first use (a diff of every layer against ours, O(changes)); a merge
+        through the library does not pay for it.
+        """
+        if self._stats is None:
+            assert self.store is not None
+            objs = self.store.repo.objects
+            if self.up_to_date:
+                self._stats = {"items": tree.count(objs, self.layers["items"] or tree.EMPTY),
+                               "added": 0, "removed": 0, "modified": 0}
+            else:
+                self._stats = _stats(objs, self.inputs[0].commit.layers, self.layers)
+        return self._stats
 
     @property
     def unresolved(self) -> list[Conflict]:
@@ -399,12 +416,11 @@ def plan_merge(store: Store, sources: Sequence[Any], *, target: Any = None, merg
     acc_items: bytes = acc["items"] or tree.EMPTY
     acc_paths = repo.path_index(acc_items)
     plan = MergePlan(inputs=inputs, target=tgt, merge_name=merge_name, layers=acc, path_root=acc_paths,
-                     recipe=named[0][1], recipe_oid=Digest(ours.commit.recipe), options=options)
+                     recipe=named[0][1], recipe_oid=Digest(ours.commit.recipe), options=options, store=store)
     if tgt is not None:
         target_history = hist.ancestors([tgt.head])
         if all(s.head in target_history for s in srcs):
             plan.up_to_date = True
-            plan.stats = {"items": tree.count(objs, acc_items), "added": 0, "removed": 0, "modified": 0}
             return plan
         plan.fast_forward = len(srcs) == 1 and tgt.head in hist.ancestors([srcs[0].head])
     dropped = [layer for layer, keep in (("annotations", with_items_annotations), ("metadata", with_metadata),
@@ -452,7 +468,6 @@ def plan_merge(store: Store, sources: Sequence[Any], *, target: Any = None, merg
     plan.path_root = acc_paths
     plan.recipe = recipe
     plan.recipe_oid = Digest(ours.commit.recipe) if same(recipe, named[0][1]) else objs.put(RECIPE, recipe)
-    plan.stats = _stats(objs, ours.commit.layers, acc)
     return plan
 
 
@@ -522,6 +537,7 @@ def run_merge(store: Store, sources: Sequence[Any], *, target: Any = None, merge
         try:
             plan = plan_merge(store, sources, target=target, merge_name=merge_name, **options)
             if dry_run or plan.up_to_date:
+                plan.stats  # noqa: B018 -- read the staged result before it is discarded
                 return plan
             if plan.unresolved:
                 n = len(plan.unresolved)

@@ -58,14 +58,17 @@ def read_node(store: ObjectStore, oid: bytes) -> tuple[list[Any] | None, int, li
         return [], 0, [], 0
     tag, v = store.get_any(oid)
     if tag == LEAF:
-        if type(v) is not list:
+        # A hash-valid but malformed object (a buggy writer, a crafted import) must end in
+        # CorruptObjectError, not in a TypeError deep inside a walk (G8).
+        if type(v) is not list or not all(type(e) is list and len(e) == 2 and type(e[0]) is bytes for e in v):
             raise CorruptObjectError("malformed tree leaf")
         return v, 0, [], len(v)
     if tag != NODE:
         raise CorruptObjectError(f"expected a tree node, found a {tag.decode()} object")
     try:
         bitmap, children, count = v
-        if not 0 < bitmap < (1 << FANOUT) or bin(bitmap).count("1") != len(children):
+        if (not 0 < bitmap < (1 << FANOUT) or bin(bitmap).count("1") != len(children)
+                or not all(type(c) is bytes and len(c) == 32 for c in children)):
             raise ValueError
     except (TypeError, ValueError):
         raise CorruptObjectError("malformed tree node") from None

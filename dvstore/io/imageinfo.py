@@ -14,7 +14,6 @@ cannot read it reports as "no size" and falls back to the file extension for the
 from __future__ import annotations
 
 import functools
-
 import mimetypes
 import struct
 import zlib

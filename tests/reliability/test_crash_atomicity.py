@@ -288,8 +288,8 @@ def _build(name: str, base: Path) -> Op:
 OPS = ["add", "commit", "clone", "restore", "merge", "gc"]
 # Points per operation by default (CI) for the strace sweep: every point of every syscall
 # except openat, whose points (dominated by lazy imports) are sampled to this many.
-OPENAT_SAMPLE = {"add": 120, "commit": 30, "clone": 20, "restore": 20, "merge": 20, "gc": 20}
-RANDOM_KILLS = {"add": 50, "commit": 10, "clone": 10, "restore": 10, "merge": 10, "gc": 10}
+OPENAT_SAMPLE = {"add": 120, "commit": 40, "clone": 40, "restore": 40, "merge": 40, "gc": 40}
+RANDOM_KILLS = {"add": 50, "commit": 20, "clone": 20, "restore": 20, "merge": 20, "gc": 20}
 
 
 def _require(name: str) -> None:
@@ -381,7 +381,7 @@ def _sweep(op: Op, base: Path, pool: Any, plan: list[tuple[str, Any]]) -> Stats:
             st.new += outcome.endswith(":new")
             st.old += outcome.endswith(":old")
     fig = FIGURES.setdefault(op.name, {})
-    for k, v in (("points", st.points), ("survived", st.survived), ("killed_old_head", st.old),
+    for k, v in (("points", st.points), ("survived", st.survived), ("head_old", st.old),
                  ("head_new", st.new), ("failures", len(st.failures))):
         fig[k] = fig.get(k, 0) + v
     return st

@@ -321,3 +321,27 @@ def test_remap_labels_rewrites_only_changed_sets() -> None:
     got = {k: s.get(v, ANNSET) for k, v in tree.items(s, new or tree.EMPTY)}
     assert got[key(1)]["a"]["label"] == "vehicle.car" and got[key(1)]["b"]["label"] == "dog"
     assert tree.get(s, new or tree.EMPTY, key(2)) == a2
+
+
+@pytest.mark.parametrize("leaf", [2, 8, 64])
+def test_identical_changes_on_both_sides_keep_counts_exact(leaf: int) -> None:
+    """Subtrees both sides changed alike are taken whole; the node counts must stay exact."""
+    with small_leaves(leaf):
+        s = MemoryObjectStore()
+        base_d = {key(i): rec(f"/f{i}") for i in range(600)}
+        base = {"items": tree.build(s, base_d.items())}
+        same_change = {key(i): tree.DELETE for i in range(0, 200, 3)}
+        same_change.update({key(f"both{i}"): rec(f"/both{i}") for i in range(40)})
+        ours_only = {key(i): rec(f"/f{i}", hidden=True) for i in range(300, 320)}
+        theirs_only = {key(i): tree.DELETE for i in range(400, 450)}
+        ours = {"items": tree.apply(s, base["items"], {**same_change, **ours_only})}
+        theirs = {"items": tree.apply(s, base["items"], {**same_change, **theirs_only})}
+        res = merge_layers(s, base, ours, theirs)
+        want = dict(base_d)
+        for k, v in {**same_change, **ours_only, **theirs_only}.items():
+            if v is tree.DELETE:
+                want.pop(k, None)
+            else:
+                want[k] = v
+        assert res.layers["items"] == tree.build(s, want.items())
+        assert tree.count(s, res.layers["items"] or tree.EMPTY) == len(want)
