@@ -81,7 +81,6 @@ def clone(src: Dataset, *, clone_name: str | None = None, filters: Any = None,
           target_directory: str | None = None, message: str = "") -> Dataset:
     """Clone ``src``'s version into a new dataset, or into ``dst_dataset``."""
     from dvstore import filters as dql
-    from dvstore.api import Dataset
 
     store = src._store
     repo = store.repo
@@ -91,6 +90,22 @@ def clone(src: Dataset, *, clone_name: str | None = None, filters: Any = None,
         raise UsageError("give either a clone name or a destination dataset, not both")
     if filters is not None and not isinstance(filters, (dict, str, dql.Filters)):
         raise UsageError(f'"filters" must be a Filters entity or a DQL dict. got: {type(filters).__name__}')
+    with repo.lock():
+        # Read the source under the store lock: gc (exclusive) cannot collect it meanwhile.
+        return _clone_locked(src, clone_name=clone_name, filters=filters,
+                             with_items_annotations=with_items_annotations, with_metadata=with_metadata,
+                             with_task_annotations_status=with_task_annotations_status,
+                             dst_dataset=dst_dataset, target_directory=target_directory, message=message)
+
+
+def _clone_locked(src: Dataset, *, clone_name: str | None, filters: Any, with_items_annotations: bool,
+                  with_metadata: bool, with_task_annotations_status: bool, dst_dataset: Dataset | str | None,
+                  target_directory: str | None, message: str) -> Dataset:
+    from dvstore import filters as dql
+    from dvstore.api import Dataset
+
+    store = src._store
+    repo = store.repo
     src_head = src.head_id
     c = repo.commit(src_head)
     canonical = dql.compile_query(filters, purpose="clone").canonical() if filters is not None else None
@@ -125,8 +140,7 @@ def clone(src: Dataset, *, clone_name: str | None = None, filters: Any = None,
                      time=now_iso())
         rec = DatasetRecord(name=clone_name, id=new_item_id(), created=now_iso(),
                             info={"src_dataset": src.id})
-        with repo.lock():
-            repo.publish(ds=None, expected_head=None, commit=new, create=rec)
+        repo.publish(ds=None, expected_head=None, commit=new, create=rec)
         return Dataset(store, repo.dataset(clone_name))
     return _clone_into(src, c, src_head, filters, info, dst_dataset, target_directory,
                        with_items_annotations, with_metadata, with_task_annotations_status, message)
@@ -147,38 +161,38 @@ def _clone_into(src: Dataset, c: Commit, src_head: bytes, filters: Any, info: di
     info["clone"]["target_directory"] = tdir
     prefix = "" if tdir == "/" else tdir
     chosen = select(store, c, filters)
-    with repo.lock():
-        dst_head = repo.head(dst.record)
-        d = repo.commit(dst_head)
-        dst_items = d.layers["items"] or tree.EMPTY
-        dst_paths = repo.path_index(dst_items)
-        layers: dict[str, Any] = dict(d.layers)
-        changes: dict[str, dict[bytes, Any]] = {k: {} for k in layers}
-        path_changes: dict[bytes, Any] = {}
-        for iid, irec in tree.items(objs, c.layers["items"] or tree.EMPTY):
-            if chosen is not None and iid not in chosen:
-                continue
-            if tree.get(objs, dst_items, iid) is not None:
-                raise UsageError(f"{dst.name} already holds item {irec['filename']} (id {iid.hex()})",
-                                 hint="this item was cloned into it before")
-            fn = normalize_filename(prefix + irec["filename"])
-            pk = path_key(fn)
-            if tree.get(objs, dst_paths, pk) is not None or pk in path_changes:
-                raise UsageError(f"Item already exists at {fn}")
-            path_changes[pk] = [fn, iid]
-            changes["items"][iid] = dict(irec, filename=fn)
-            for layer, flag in (("annotations", with_ann), ("metadata", with_meta), ("status", with_status)):
-                if flag and c.layers[layer]:
-                    v = tree.get(objs, c.layers[layer], iid)
-                    if v is not None:
-                        changes[layer][iid] = v
-        for layer, ch in changes.items():
-            if ch:
-                layers[layer] = tree.apply(objs, layers[layer] or tree.EMPTY, ch)
-        new = Commit(layers=layers, recipe=d.recipe, parents=(dst_head, src_head), op="clone", info=info,
-                     author=default_author(), message=message or f"clone {src.name} into {dst.name}{prefix}",
-                     time=now_iso())
-        new_paths = tree.apply(objs, dst_paths, path_changes)
-        repo.publish(ds=dst.record, expected_head=dst_head, commit=new,
-                     path_index=(layers["items"], new_paths))
+    # The caller holds the store lock.
+    dst_head = repo.head(dst.record)
+    d = repo.commit(dst_head)
+    dst_items = d.layers["items"] or tree.EMPTY
+    dst_paths = repo.path_index(dst_items)
+    layers: dict[str, Any] = dict(d.layers)
+    changes: dict[str, dict[bytes, Any]] = {k: {} for k in layers}
+    path_changes: dict[bytes, Any] = {}
+    for iid, irec in tree.items(objs, c.layers["items"] or tree.EMPTY):
+        if chosen is not None and iid not in chosen:
+            continue
+        if tree.get(objs, dst_items, iid) is not None:
+            raise UsageError(f"{dst.name} already holds item {irec['filename']} (id {iid.hex()})",
+                             hint="this item was cloned into it before")
+        fn = normalize_filename(prefix + irec["filename"])
+        pk = path_key(fn)
+        if tree.get(objs, dst_paths, pk) is not None or pk in path_changes:
+            raise UsageError(f"Item already exists at {fn}")
+        path_changes[pk] = [fn, iid]
+        changes["items"][iid] = dict(irec, filename=fn)
+        for layer, flag in (("annotations", with_ann), ("metadata", with_meta), ("status", with_status)):
+            if flag and c.layers[layer]:
+                v = tree.get(objs, c.layers[layer], iid)
+                if v is not None:
+                    changes[layer][iid] = v
+    for layer, ch in changes.items():
+        if ch:
+            layers[layer] = tree.apply(objs, layers[layer] or tree.EMPTY, ch)
+    new = Commit(layers=layers, recipe=d.recipe, parents=(dst_head, src_head), op="clone", info=info,
+                 author=default_author(), message=message or f"clone {src.name} into {dst.name}{prefix}",
+                 time=now_iso())
+    new_paths = tree.apply(objs, dst_paths, path_changes)
+    repo.publish(ds=dst.record, expected_head=dst_head, commit=new,
+                 path_index=(layers["items"], new_paths))
     return Dataset(store, dst.record)

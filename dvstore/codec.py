@@ -20,7 +20,7 @@ import msgpack
 from dvstore.errors import CorruptObjectError, UsageError
 
 MAX_OBJECT_SIZE = 256 * 1024 * 1024
-MAX_CONTAINER_LEN = 1_000_000
+MAX_CONTAINER_LEN = 262_144  # leaves hold <= 64 entries; an annotation set a few thousand
 MAX_STR_LEN = 64 * 1024 * 1024
 
 

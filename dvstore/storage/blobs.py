@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 from dvstore import testhooks
-from dvstore.errors import CorruptObjectError, NotFoundError, StorageError
+from dvstore.errors import CorruptObjectError, StorageError
 from dvstore.hashing import CHUNK, Digest, hash_bytes, is_hex_digest, new_hasher, short
 from dvstore.storage.db import Database, WriteTxn
 
@@ -198,8 +198,8 @@ class BlobStore:
                 with open(self.path_for(digest), "rb") as f:
                     v = f.read()
             except FileNotFoundError:
-                raise NotFoundError(f"blob {short(digest)} is missing from the store",
-                                    hint="run 'dvs fsck'") from None
+                raise CorruptObjectError(f"blob {short(digest)} is missing from the store",
+                                         hint="run 'dvs fsck'; re-adding the file restores the blob") from None
         if hash_bytes(v) != digest:
             raise CorruptObjectError(f"blob {short(digest)} is corrupt (its bytes do not match its hash)",
                                      hint="run 'dvs fsck --read-data'")
@@ -219,7 +219,8 @@ class BlobStore:
         try:
             f: BinaryIO = open(self.path_for(digest), "rb")
         except FileNotFoundError:
-            raise NotFoundError(f"blob {short(digest)} is missing from the store", hint="run 'dvs fsck'") from None
+            raise CorruptObjectError(f"blob {short(digest)} is missing from the store",
+                                     hint="run 'dvs fsck'; re-adding the file restores the blob") from None
         with f:
             size = os.fstat(f.fileno()).st_size
             h = new_hasher(size)
