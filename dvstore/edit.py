@@ -64,14 +64,15 @@ class Editor:
     """Changes to one dataset that become one version on ``commit``."""
 
     def __init__(self, repo: Repository, ds: DatasetRecord, message: str = "", *, op: str = "commit",
-                 author: str | None = None) -> None:
+                 author: str | None = None, base: bytes | None = None) -> None:
         self.repo = repo
         self.objects = repo.objects
         self.ds = ds
         self.message = message
         self.op = op
         self.author = author or default_author()
-        self.base_id = repo.head(ds)
+        # ``base`` builds on an older version (a working folder behind a moved head).
+        self.base_id = Digest(base) if base is not None else repo.head(ds)
         self.base = repo.commit(self.base_id)
         self.changes: dict[str, dict[bytes, Any]] = {layer: {} for layer in LAYERS}
         self._paths: dict[str, bytes | None] = {}
@@ -310,8 +311,11 @@ class Editor:
     def has_changes(self) -> bool:
         return any(self.changes.values()) or self.recipe is not None
 
-    def commit(self) -> Digest | None:
-        """Publish the changes as one version; None when nothing changed."""
+    def prepare(self) -> tuple[Commit, bytes] | None:
+        """Build (but do not publish) the version: (commit, path-index root), or None if unchanged.
+
+        New objects stay staged in the object store until a ``publish`` writes them.
+        """
         layers: dict[str, bytes | None] = dict(self.base.layers)
         path_changes: dict[bytes, Any] = {}
         base_items = self.base.layers["items"] or tree.EMPTY
@@ -331,20 +335,27 @@ class Editor:
         if self.recipe is not None:
             recipe_id = self.objects.put(RECIPE, self.recipe)
         if layers == self.base.layers and recipe_id == self.base.recipe:
-            self.objects.discard()
-            self.repo.blobs.committed()
             return None
         new_path_root = tree.apply(self.objects, self._path_root, path_changes)
         c = Commit(layers=layers, recipe=recipe_id, parents=(self.base_id,), op=self.op,
                    info={}, author=self.author, message=self.message, time=now_iso())
-        extra = self.extra_txn
+        return c, new_path_root
 
-        def run_extra(t: Any) -> None:
-            for fn in extra:
-                fn(t)
+    def run_extra(self, t: Any) -> None:
+        """Derived-data writes (stat cache) that ride in the version's transaction."""
+        for fn in self.extra_txn:
+            fn(t)
 
-        items_root = layers["items"]
+    def commit(self) -> Digest | None:
+        """Publish the changes as one version; None when nothing changed."""
+        prepared = self.prepare()
+        if prepared is None:
+            self.objects.discard()
+            self.repo.blobs.committed()
+            return None
+        c, new_path_root = prepared
+        items_root = c.layers["items"]
         assert items_root is not None
         self.committed = self.repo.publish(ds=self.ds, expected_head=self.base_id, commit=c,
-                                           extra=run_extra, path_index=(items_root, new_path_root))
+                                           extra=self.run_extra, path_index=(items_root, new_path_root))
         return self.committed

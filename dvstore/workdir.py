@@ -65,7 +65,7 @@ from dvstore.errors import (
 from dvstore.hashing import CHUNK, Digest, hash_bytes, new_hasher, short
 from dvstore.ingest import RACY_NS, Progress, cache_hit, lookup_stat, stat_entry
 from dvstore.io import dataloop, imageinfo
-from dvstore.model import normalize_filename, now_iso
+from dvstore.model import Commit, normalize_filename, now_iso
 from dvstore.repo import ANNSET, DatasetRecord, Repository, path_key
 from dvstore.storage.blobs import SMALL_MAX, storage_error
 from dvstore.views import item_json
@@ -148,6 +148,10 @@ class CommitResult:
     parent: Digest
     status: Status
     warnings: list[str] = field(default_factory=list)
+    merged_onto: Digest | None = None
+    """The head the folder's version was merged into, when the head had moved."""
+    folder_version: Digest | None = None
+    """The version equal to the folder's content (the merge's second parent after a merge)."""
 
 
 # -- small helpers -----------------------------------------------------------------------
@@ -1058,15 +1062,6 @@ def commit(directory: str = ".", message: str = "", *, store_path: str | None = 
     return commit_folder(directory, message, store_path=store_path).version
 
 
-def _conflict(wd: _Workdir, head: bytes) -> ConflictError:
-    return ConflictError(
-        f"dataset {wd.record.name} has moved since this folder was checked out: the folder is at version "
-        f"{short(wd.commit)}, the head is {short(head)}; nothing was committed",
-        hint="committing onto a moved head (a three-way merge) is not supported yet: check out the head into "
-             "another folder and apply your changes there",
-    )
-
-
 def commit_folder(directory: str = ".", message: str = "", *, store_path: str | None = None) -> CommitResult:
     """Commit a working folder (CLI.md "The working folder").
 
@@ -1091,32 +1086,79 @@ def commit_folder(directory: str = ".", message: str = "", *, store_path: str | 
     if st.clean:
         _store_stat_cache(repo, scan.cache)
         return result
-    head = repo.head(wd.record)
-    if head != wd.commit:
-        raise _conflict(wd, head)
     if not message:
         message = _summary(st)
-    ds = Dataset(wd.store, wd.record)
     cache = list(scan.cache)
     root_fd = os.open(wd.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        with ds.edit(message) as e:
-            if e.base_id != wd.commit:
-                raise _conflict(wd, e.base_id)
-            for fn in st.removed:
-                e.delete(fn)
-            for fn in sorted(set(st.modified) | set(st.added)):
-                f = scan.items[fn]
-                cache.append(_store_file(e, root_fd, fn, f, wd.root))
-            for fn, edit in sorted({**scan.edits, **scan.new_edits}.items()):
-                _apply_edit(e, fn, edit)
-        result.version = e.committed
+        with repo.lock():
+            # The folder's changes always become a version on top of the checked-out one;
+            # if the head moved meanwhile, that version is merged three-way into the head.
+            e = Editor(repo, wd.record, message, base=wd.commit)
+            try:
+                for fn in st.removed:
+                    e.delete(fn)
+                for fn in sorted(set(st.modified) | set(st.added)):
+                    f = scan.items[fn]
+                    cache.append(_store_file(e, root_fd, fn, f, wd.root))
+                for fn, edit in sorted({**scan.edits, **scan.new_edits}.items()):
+                    _apply_edit(e, fn, edit)
+                _publish_folder(wd, e, result)
+            except BaseException:
+                repo.objects.discard()
+                repo.blobs.committed()
+                raise
     finally:
         os.close(root_fd)
-    if result.version is not None:
+    if result.folder_version is not None:
         _write_checkout_after(wd, result, cache)
     _store_stat_cache(repo, cache)
     return result
+
+
+def _publish_folder(wd: _Workdir, e: Editor, result: CommitResult) -> None:
+    """Publish the folder's version; merge it into the head when the head moved.
+
+    After a merge the folder stays at its own version (the merge's second parent), which is
+    exactly its content, so its status is clean and a later commit merges again from there.
+    """
+    repo = wd.store.repo
+    prepared = e.prepare()
+    if prepared is None:
+        return
+    mine, mine_paths = prepared
+    head = repo.head(wd.record)
+    if head == wd.commit:
+        items_root = mine.layers["items"]
+        assert items_root is not None
+        result.version = result.folder_version = repo.publish(
+            ds=wd.record, expected_head=head, commit=mine, extra=e.run_extra, path_index=(items_root, mine_paths))
+        return
+    from dvstore import merging
+
+    mine_id = repo.put_commit(mine)
+    layers, conflicts = merging.merge_commits(repo, wd.commit, head, mine_id, theirs_id=wd.record.id_hex)
+    unresolved = [c for c in conflicts if c.resolution is None]
+    if unresolved:
+        lines = "\n".join(c.line() for c in unresolved[:20])
+        more = f"\n... and {len(unresolved) - 20} more" if len(unresolved) > 20 else ""
+        raise ConflictError(
+            f"dataset {wd.record.name} moved since this folder was checked out (folder at "
+            f"{short(wd.commit)}, head {short(head)}) and the changes conflict; nothing was committed:\n"
+            f"{lines}{more}",
+            hint=f"check out {wd.record.name} into another folder and apply your changes there, or merge by hand",
+        )
+    head_commit = repo.commit(head)
+    recipe = mine.recipe if head_commit.recipe == repo.commit(wd.commit).recipe else head_commit.recipe
+    merged = Commit(layers=layers, recipe=recipe, parents=(head, mine_id), op="merge",
+                    info={"merge": {"workdir": True, "base": wd.commit.hex(), "sources": [head.hex(), mine_id.hex()]}},
+                    author=e.author, message=f"{e.message} (merged onto {short(head)})", time=now_iso())
+    items_root = layers["items"]
+    assert items_root is not None
+    result.version = repo.publish(ds=wd.record, expected_head=head, commit=merged, extra=e.run_extra,
+                                  path_index=(items_root, repo.path_index(items_root)))
+    result.folder_version = mine_id
+    result.merged_onto = head
 
 
 def _summary(st: Status) -> str:
@@ -1173,7 +1215,7 @@ def _write_checkout_after(wd: _Workdir, result: CommitResult,
                           cache: list[_CacheRow]) -> None:
     """After a commit: point .dvs-checkout at it and bring touched json files up to date."""
     repo = wd.store.repo
-    new = result.version
+    new = result.folder_version
     assert new is not None
     st = result.status
     try:

@@ -184,20 +184,48 @@ def test_edit_status_commit_library(tmp_path: Path) -> None:
     assert load(wd / "json/cats/a.jpg.json")["binary"] == hash_bytes(b"new bytes of a").hex()
 
 
-def test_checkout_older_revision_and_commit_refused(tmp_path: Path) -> None:
+def test_commit_onto_a_moved_head_merges_three_way(tmp_path: Path) -> None:
     store = Store.init(str(tmp_path / "s"))
     ds = seed(store)
     first = ds.head_id
     with ds.edit("second") as e:
         e.add_bytes("/z.txt", b"z")
+    second = Dataset(store, ds.record).head_id
     wd = tmp_path / "wd"
     workdir.checkout(store, ds, first, str(wd))
     assert not (wd / "items/z.txt").exists()
     (wd / "items/e.txt").write_bytes(b"changed")
-    with pytest.raises(ConflictError, match="moved since this folder was checked out"):
+    res = workdir.commit_folder(str(wd), "x")
+    head = Dataset(store, ds.record)
+    assert res.version == head.head_id and res.merged_onto == second
+    v = head.version
+    assert v.op == "merge" and v.parents == (second, res.folder_version)
+    assert head.items.get(filepath="/z.txt").read() == b"z"            # the head's change kept
+    assert head.items.get(filepath="/e.txt").read() == b"changed"      # the folder's change merged
+    # The folder stays at its own version: clean, and a later commit merges again.
+    assert workdir.status(str(wd)).clean
+    (wd / "items/e.txt").write_bytes(b"again")
+    workdir.commit(str(wd), "y")
+    head = Dataset(store, ds.record)
+    assert head.items.get(filepath="/e.txt").read() == b"again"
+    assert head.items.get(filepath="/z.txt").read() == b"z"
+    workdir.checkout(store, "pets@~2", None, str(tmp_path / "wd2"))
+
+
+def test_commit_onto_a_moved_head_refused_on_conflict(tmp_path: Path) -> None:
+    store = Store.init(str(tmp_path / "s"))
+    ds = seed(store)
+    wd = tmp_path / "wd"
+    workdir.checkout(store, ds, None, str(wd))
+    with ds.edit("someone else") as e:
+        e.add_bytes("/e.txt", b"theirs")
+    moved = Dataset(store, ds.record).head_id
+    (wd / "items/e.txt").write_bytes(b"mine")
+    with pytest.raises(ConflictError, match="moved since this folder was checked out") as ei:
         workdir.commit(str(wd), "x")
-    workdir.checkout(store, "pets@~1", None, str(tmp_path / "wd2"))
-    assert load(tmp_path / "wd2/.dvs-checkout")["commit"] == first.hex()
+    assert "CONFLICT binary /e.txt" in ei.value.message
+    assert Dataset(store, ds.record).head_id == moved
+    assert workdir.status(str(wd)).modified == ["/e.txt"]
 
 
 def test_json_rules(tmp_path: Path) -> None:
@@ -442,7 +470,7 @@ def test_cli_checkout_edit_status_commit(tmp_path: Path) -> None:
     assert r.rc == 0 and "nothing to commit" in r.out
 
 
-def test_cli_commit_refused_when_head_moved(tmp_path: Path) -> None:
+def test_cli_commit_when_head_moved(tmp_path: Path) -> None:
     store = Store.init(str(tmp_path / "s"))
     ds = seed(store)
     wd = tmp_path / "wd"
@@ -450,10 +478,20 @@ def test_cli_commit_refused_when_head_moved(tmp_path: Path) -> None:
     (wd / "items/e.txt").write_bytes(b"mine")
     with ds.edit("someone else") as e:
         e.add_bytes("/other.txt", b"theirs")
+    # A clean three-way merge succeeds.
+    r = run_dvs("commit", str(wd), "-m", "late")
+    assert r.rc == 0, r.err
+    head = Dataset(store, ds.record)
+    assert head.version.op == "merge" and head.items.get(filepath="/e.txt").read() == b"mine"
+    # A conflicting one is refused with exit 5 and lists the conflict.
+    (wd / "items/e.txt").write_bytes(b"mine again")
+    with ds.edit("someone else again") as e:
+        e.add_bytes("/e.txt", b"theirs")
     moved = Dataset(store, ds.record).head_id
     r = run_dvs("commit", str(wd), "-m", "late")
     assert r.rc == 5, (r.rc, r.err)
-    assert r.err.startswith("error: dataset pets has moved since this folder was checked out")
+    assert r.err.startswith("error: dataset pets moved since this folder was checked out")
+    assert "CONFLICT binary /e.txt" in r.err
     assert "hint:" in r.err
     assert Dataset(store, ds.record).head_id == moved
     r = run_dvs("status", str(wd), "--json")
