@@ -35,7 +35,7 @@ RACY_NS = 20_000_000
 READ_THREADS = 4
 BATCH = 512
 CHUNK_FILES = 32
-FLUSH_BYTES = 64 * 1024 * 1024
+FLUSH_BYTES = 16 * 1024 * 1024
 
 Progress = Callable[[int, int], None]
 

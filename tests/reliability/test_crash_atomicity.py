@@ -288,8 +288,8 @@ def _build(name: str, base: Path) -> Op:
 OPS = ["add", "commit", "clone", "restore", "merge", "gc"]
 # Points per operation by default (CI) for the strace sweep: every point of every syscall
 # except openat, whose points (dominated by lazy imports) are sampled to this many.
-OPENAT_SAMPLE = {"add": 120, "commit": 40, "clone": 40, "restore": 40, "merge": 40, "gc": 40}
-RANDOM_KILLS = {"add": 50, "commit": 20, "clone": 20, "restore": 20, "merge": 20, "gc": 20}
+OPENAT_SAMPLE = {"add": 120, "commit": 170, "clone": 166, "restore": 166, "merge": 160, "gc": 150}
+RANDOM_KILLS = {"add": 50, "commit": 30, "clone": 30, "restore": 30, "merge": 30, "gc": 30}
 
 
 def _require(name: str) -> None:
