@@ -16,6 +16,7 @@ import shutil
 import sys
 import tempfile
 import time
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import machine, synthetic_dataset, timed  # noqa: E402
@@ -43,7 +44,7 @@ def main() -> None:
         build = time.perf_counter() - t
         counter = iter(range(10**6))
 
-        def unfiltered() -> None:
+        def unfiltered(src: Any = src, counter: Any = counter) -> None:
             src.clone(clone_name=f"u{next(counter)}")
 
         med, lo, hi, _ = timed(unfiltered, a.repeat)
@@ -51,7 +52,7 @@ def main() -> None:
         print(f"{label}: {n:,} items (built in {build:.1f} s); unfiltered clone median {med * 1000:.2f} ms "
               f"(min {lo * 1000:.2f}, max {hi * 1000:.2f}, n={a.repeat})")
         if label == "large":
-            def filtered() -> int:
+            def filtered(src: Any = src, counter: Any = counter, store: Any = store) -> int:
                 c = src.clone(clone_name=f"f{next(counter)}", filters={"filename": "/val/**"})
                 from dvstore import tree
                 return tree.count(store.repo.objects, c.version.layers["items"])

@@ -14,6 +14,7 @@ no storage format of its own.
 
 from __future__ import annotations
 
+import builtins
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -53,13 +54,13 @@ class Store:
 
     def gc(self, *, dry_run: bool = False, expire: str | None = None) -> Any:
         """Reclaim unreferenced space (see dvstore.maintenance)."""
-        from dvstore import maintenance
+        import dvstore.maintenance as maintenance
 
         return maintenance.gc(self, dry_run=dry_run, expire=expire)
 
     def fsck(self, *, read_data: bool = False, rebuild: bool = False) -> Any:
         """Verify the store, read-only unless ``rebuild`` (see dvstore.maintenance)."""
-        from dvstore import maintenance
+        import dvstore.maintenance as maintenance
 
         return maintenance.fsck(self, read_data=read_data, rebuild=rebuild)
 
@@ -102,17 +103,17 @@ class Datasets:
                 return Dataset(self._store, d)
         raise NotFoundError(f"Dataset not found. Id: '{dataset_id}'")
 
-    def list(self) -> list[Dataset]:
+    def list(self) -> builtins.list[Dataset]:
         return [Dataset(self._store, d) for d in self._repo.datasets()]
 
-    def merge(self, merge_name: str, datasets: list[Any], with_items_annotations: bool = True,
+    def merge(self, merge_name: str, datasets: builtins.list[Any], with_items_annotations: bool = True,
               with_metadata: bool = True, with_task_annotations_status: bool = True, strategy: str = "fail",
               **options: Any) -> Dataset:
         """Merge datasets into a new dataset ``merge_name`` (SEMANTICS §3); dtlpy's names.
 
         Raises MergeConflictError (carrying the conflicts) with strategy "fail".
         """
-        from dvstore import merging
+        import dvstore.merging as merging
 
         return merging.merge_datasets(self._store, merge_name, datasets,
                                       with_items_annotations=with_items_annotations, with_metadata=with_metadata,
@@ -192,7 +193,7 @@ class Dataset:
     def merge(self, sources: list[Any], with_items_annotations: bool = True, with_metadata: bool = True,
               with_task_annotations_status: bool = True, strategy: str = "fail", **options: Any) -> Dataset:
         """Merge ``sources`` into this dataset as a new version of it (SEMANTICS §3.5)."""
-        from dvstore import merging
+        import dvstore.merging as merging
 
         return merging.merge_into(self, sources, with_items_annotations=with_items_annotations,
                                   with_metadata=with_metadata,
@@ -353,8 +354,8 @@ class Items:
     def iter_records(self) -> Iterator[tuple[bytes, dict[str, Any], Any, Any, Any]]:
         """(id, items record, annset id, metadata, status) for every item, in id order."""
         c, objs = self._layers()
-        streams = {layer: tree.items(objs, c.layers[layer]) if c.layers[layer] else iter(())
-                   for layer in ("annotations", "metadata", "status")}
+        roots = {layer: c.layers[layer] for layer in ("annotations", "metadata", "status")}
+        streams = {layer: tree.items(objs, root) if root else iter(()) for layer, root in roots.items()}
         heads: dict[str, Any] = {layer: next(s, None) for layer, s in streams.items()}
         for iid, irec in tree.items(objs, c.layers["items"] or tree.EMPTY):
             row: dict[str, Any] = {}

@@ -39,8 +39,8 @@ def select(store: Store, c: Commit, query: Any) -> set[bytes] | None:
     need_meta = "metadata" in tops
     need_ann = q.needs_annotations or bool(tops & {"annotated", "annotationsCount"})
     wanted = {"annotations": need_ann, "metadata": need_meta, "status": need_meta or q.needs_annotations}
-    streams = {layer: tree.items(objs, c.layers[layer]) for layer, on in wanted.items()
-               if on and c.layers[layer]}
+    roots = {layer: c.layers[layer] for layer, on in wanted.items() if on}
+    streams = {layer: tree.items(objs, root) for layer, root in roots.items() if root}
     chosen: set[bytes] = set()
     items_root = c.layers["items"] or tree.EMPTY
     if not streams and not q.needs_annotations:
@@ -182,8 +182,9 @@ def _clone_into(src: Dataset, c: Commit, src_head: bytes, filters: Any, info: di
         path_changes[pk] = [fn, iid]
         changes["items"][iid] = dict(irec, filename=fn)
         for layer, flag in (("annotations", with_ann), ("metadata", with_meta), ("status", with_status)):
-            if flag and c.layers[layer]:
-                v = tree.get(objs, c.layers[layer], iid)
+            src_root = c.layers[layer]
+            if flag and src_root:
+                v = tree.get(objs, src_root, iid)
                 if v is not None:
                     changes[layer][iid] = v
     for layer, ch in changes.items():

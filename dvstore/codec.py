@@ -64,14 +64,16 @@ def canonical(x: Any) -> Any:
 def encode(x: Any) -> bytes:
     """Encode ``x`` canonically."""
     try:
-        return msgpack.packb(_canon(x), use_bin_type=True, use_single_float=False)
+        out: bytes = msgpack.packb(_canon(x), use_bin_type=True, use_single_float=False)
+        return out
     except (ValueError, OverflowError) as e:  # ints beyond 64 bits, strings with lone surrogates
         raise UsageError(f"cannot encode value: {e}") from None
 
 
 def encode_canonical(x: Any) -> bytes:
     """Encode a value the caller built in canonical form already (hot paths)."""
-    return msgpack.packb(x, use_bin_type=True, use_single_float=False)
+    out: bytes = msgpack.packb(x, use_bin_type=True, use_single_float=False)
+    return out
 
 
 def _no_ext(code: int, data: bytes) -> Any:

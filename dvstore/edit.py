@@ -137,7 +137,8 @@ class Editor:
         if not normalized:
             filename = normalize_filename(filename)
         iid = self.item_id(filename, normalized=True)
-        system = {k: system[k] for k in sorted(system or {}) if k in INTRINSIC_SYSTEM}
+        given = system or {}
+        system = {k: given[k] for k in sorted(given) if k in INTRINSIC_SYSTEM}
         if iid is None:
             iid = new_item_id()
             rec = {"blob": blob, "createdAt": self._now, "filename": filename, "hidden": False,

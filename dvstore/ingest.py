@@ -94,14 +94,14 @@ def _walk_dir(root: str) -> Iterator[tuple[str, str]]:
         rel, d = stack.pop()
         try:
             entries = sorted(os.scandir(d), key=lambda e: e.name)
-        except OSError as e:
-            raise UsageError(f"cannot read folder {d}: {e.strerror}") from None
-        for e in entries:
-            r = f"{rel}/{e.name}" if rel else e.name
-            if e.is_dir(follow_symlinks=False):
-                stack.append((r, e.path))
-            elif e.is_file(follow_symlinks=True):
-                yield e.path, r
+        except OSError as err:
+            raise UsageError(f"cannot read folder {d}: {err.strerror}") from None
+        for entry in entries:
+            r = f"{rel}/{entry.name}" if rel else entry.name
+            if entry.is_dir(follow_symlinks=False):
+                stack.append((r, entry.path))
+            elif entry.is_file(follow_symlinks=True):
+                yield entry.path, r
 
 
 def _cache_key(path: str) -> bytes:
@@ -136,7 +136,7 @@ def cache_hit(rec: list[Any] | None, st: os.stat_result) -> bool:
     if rec is None:
         return False
     size, mtime, ino, ctime, verified = rec[:5]
-    return (size == st.st_size and mtime == st.st_mtime_ns and ino == st.st_ino and ctime == st.st_ctime_ns
+    return bool(size == st.st_size and mtime == st.st_mtime_ns and ino == st.st_ino and ctime == st.st_ctime_ns
             and st.st_mtime_ns < verified - RACY_NS)
 
 

@@ -78,7 +78,7 @@ def create(c: Ctx, name: str, recipe_file: str | None, as_json: bool) -> None:
 @pass_ctx
 def datasets(c: Ctx, as_json: bool) -> None:
     """List datasets."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for ds in sorted(c.store.datasets.list(), key=lambda d: d.name):
         head = ds.head_id
         n = tree.count(c.store.repo.objects, ds.version.layers["items"] or tree.EMPTY)

@@ -175,7 +175,10 @@ class Database:
         start, skip = prefix, False
         while True:
             n = batch + (1 if skip else 0)
-            rows = self.read(lambda t, s=start, n=n: list(t.scan_from(db, s, prefix, n)))
+            def page(t: ReadTxn, s: bytes = start, n: int = n) -> list[tuple[bytes, bytes]]:
+                return list(t.scan_from(db, s, prefix, n))
+
+            rows = self.read(page)
             if skip and rows and rows[0][0] == start:
                 rows = rows[1:]
             if not rows:
