@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from dvstore import tree
+from dvstore import perf, tree
 from dvstore.edit import Editor
 from dvstore.errors import NotFoundError, UsageError
 from dvstore.hashing import Digest, from_hex, short
@@ -170,7 +170,7 @@ class Dataset:
         """Gather changes in the block; they become one version when it ends without error."""
         if self._rev is not None:
             raise UsageError("cannot edit an older version; restore it first")
-        with self._repo.lock():
+        with self._repo.lock(), perf.bulk():
             e = Editor(self._repo, self.record, message)
             try:
                 yield e

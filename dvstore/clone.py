@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from dvstore import tree
+from dvstore import perf, tree
 from dvstore.errors import NotFoundError, UsageError
 from dvstore.model import Commit, default_author, new_item_id, normalize_dir, normalize_filename, now_iso
 from dvstore.repo import ANNSET, DatasetRecord, path_key
@@ -90,7 +90,7 @@ def clone(src: Dataset, *, clone_name: str | None = None, filters: Any = None,
         raise UsageError("give either a clone name or a destination dataset, not both")
     if filters is not None and not isinstance(filters, (dict, str, dql.Filters)):
         raise UsageError(f'"filters" must be a Filters entity or a DQL dict. got: {type(filters).__name__}')
-    with repo.lock():
+    with repo.lock(), perf.bulk():
         # Read the source under the store lock: gc (exclusive) cannot collect it meanwhile.
         return _clone_locked(src, clone_name=clone_name, filters=filters,
                              with_items_annotations=with_items_annotations, with_metadata=with_metadata,

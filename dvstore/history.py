@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
-from dvstore import tree
+from dvstore import perf, tree
 from dvstore.errors import DvsError, UsageError
 from dvstore.hashing import Digest, short
 from dvstore.model import LAYERS, Commit, default_author, now_iso
@@ -67,6 +67,7 @@ _MAX_SNAPSHOT_SUFFIX = 10_000
 # diff
 
 
+@perf.bulk_op
 def diff(a: Dataset, b: Dataset, *, labels: bool | None = False) -> dict[str, Any]:
     """What changes from version ``a`` to version ``b``, layer by layer.
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from dvstore import merge as m3
-from dvstore import recipes, tree
+from dvstore import perf, recipes, tree
 from dvstore.api import Dataset, Store
 from dvstore.edit import Editor
 from dvstore.errors import MergeConflictError, NotFoundError, UsageError
@@ -498,6 +498,7 @@ def _publish(store: Store, plan: MergePlan, message: str) -> None:
     plan.dataset = Dataset(store, repo.dataset(plan.merge_name))
 
 
+@perf.bulk_op
 def run_merge(store: Store, sources: Sequence[Any], *, target: Any = None, merge_name: str | None = None,
               dry_run: bool = False, message: str = "", **options: Any) -> MergePlan:
     """Plan a merge and, unless ``dry_run`` or conflicts stop it, write it as one version.

@@ -50,7 +50,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
-from dvstore import codec, tree
+from dvstore import codec, perf, tree
 from dvstore.api import Dataset, Store
 from dvstore.edit import Editor, normalize_annotation
 from dvstore.errors import (
@@ -593,6 +593,7 @@ def _prepare_target(dest: str, store: Store, force: bool) -> None:
         raise UsageError(f"{dest} is not empty", hint="check out into an empty folder, or pass --force")
 
 
+@perf.bulk_op
 def checkout(store: Store, dataset: Dataset | str, commit_id: bytes | str | None, dest_dir: str, *,
              force: bool = False, progress: Progress | None = None) -> CheckoutStats:
     """Materialise a version as a working folder (CLI.md "The working folder").

@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from dvstore import perf
 from dvstore.errors import EXIT_DAMAGED, EXIT_INTERRUPTED, EXIT_USAGE, DvsError
 
 EXIT_INTERNAL = 70
@@ -33,7 +34,8 @@ def main(argv: list[str] | None = None) -> None:
 
     debug = os.environ.get("DVS_DEBUG") == "1"
     try:
-        rv: Any = cli.main(args=argv, prog_name="dvs", standalone_mode=False)
+        with perf.bulk():  # a short-lived process of bulk work (see dvstore.perf)
+            rv: Any = cli.main(args=argv, prog_name="dvs", standalone_mode=False)
         sys.exit(rv if isinstance(rv, int) else 0)
     except DvsError as e:
         if debug:
