@@ -26,7 +26,7 @@ from dvstore.errors import NotFoundError, UsageError
 from dvstore.hashing import Digest, from_hex, short
 from dvstore.model import Commit, default_author, new_item_id, now_iso, validate_dataset_name
 from dvstore.repo import ANNSET, RECIPE, DatasetRecord, Repository, find_store
-from dvstore.views import filter_view, item_json
+from dvstore.views import item_json
 
 
 class Store:
@@ -354,17 +354,8 @@ class Items:
     def iter_records(self) -> Iterator[tuple[bytes, dict[str, Any], Any, Any, Any]]:
         """(id, items record, annset id, metadata, status) for every item, in id order."""
         c, objs = self._layers()
-        roots = {layer: c.layers[layer] for layer in ("annotations", "metadata", "status")}
-        streams = {layer: tree.items(objs, root) if root else iter(()) for layer, root in roots.items()}
-        heads: dict[str, Any] = {layer: next(s, None) for layer, s in streams.items()}
-        for iid, irec in tree.items(objs, c.layers["items"] or tree.EMPTY):
-            row: dict[str, Any] = {}
-            for layer, s in streams.items():
-                h = heads[layer]
-                while h is not None and h[0] < iid:
-                    h = next(s, None)
-                heads[layer] = h
-                row[layer] = h[1] if h is not None and h[0] == iid else None
+        others = {layer: c.layers[layer] for layer in ("annotations", "metadata", "status")}
+        for iid, irec, row in tree.join(objs, c.layers["items"] or tree.EMPTY, others):
             yield iid, irec, row["annotations"], row["metadata"], row["status"]
 
     def list(self, filters: Any = None) -> list[Item]:
@@ -380,14 +371,8 @@ class Items:
             if q.match_item(view, view["annotations"]):
                 out.append(Item(self._ds, iid, view))
         out.sort(key=lambda it: it.filename)
-        if hasattr(q, "sort_items"):
+        if q.sort:
             views = q.sort_items([it._view for it in out])
             by_id = {it.id: it for it in out}
             out = [by_id[v["id"]] for v in views]
         return out
-
-    def filter_views(self) -> Iterator[tuple[bytes, dict[str, Any]]]:
-        """Cheap views for filter evaluation (used by clone)."""
-        for iid, irec, ann_oid, meta, status in self.iter_records():
-            n = len(self._ds._repo.objects.get(ann_oid, ANNSET)) if ann_oid else 0
-            yield iid, filter_view(iid, irec, meta, status, n)

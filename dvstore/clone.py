@@ -39,25 +39,17 @@ def select(store: Store, c: Commit, query: Any) -> set[bytes] | None:
     need_meta = "metadata" in tops
     need_ann = q.needs_annotations or bool(tops & {"annotated", "annotationsCount"})
     wanted = {"annotations": need_ann, "metadata": need_meta, "status": need_meta or q.needs_annotations}
-    roots = {layer: c.layers[layer] for layer, on in wanted.items() if on}
-    streams = {layer: tree.items(objs, root) for layer, root in roots.items() if root}
+    roots = {layer: c.layers[layer] for layer, on in wanted.items() if on and c.layers[layer]}
     chosen: set[bytes] = set()
     items_root = c.layers["items"] or tree.EMPTY
-    if not streams and not q.needs_annotations:
+    if not roots and not q.needs_annotations:
         # The common case (filename, name, dir, ... queries): one pass over the items leaves.
         match = q.match_item
         for entries in tree.leaves(objs, items_root):
             chosen.update(e[0] for e in entries if match(LazyItemView(e[0], e[1], None, None, 0), None))
         return chosen
-    heads: dict[str, Any] = {k: next(s, None) for k, s in streams.items()}
-    row: dict[str, Any] = {"annotations": None, "metadata": None, "status": None}
-    for iid, irec in tree.items(objs, items_root):
-        for layer, s in streams.items():
-            h = heads[layer]
-            while h is not None and h[0] < iid:
-                h = next(s, None)
-            heads[layer] = h
-            row[layer] = h[1] if h is not None and h[0] == iid else None
+    for iid, irec, found in tree.join(objs, items_root, roots):
+        row = {"annotations": None, "metadata": None, "status": None, **found}
         annset = objs.get(row["annotations"], ANNSET) if row["annotations"] else None
         view = LazyItemView(iid, irec, row["metadata"], row["status"], len(annset) if annset else 0)
         anns = annotations_json(annset, row["status"], iid.hex()) if q.needs_annotations else None

@@ -247,6 +247,27 @@ def leaves(store: ObjectStore, root: bytes) -> Iterator[list[Any]]:
             stack.extend(reversed(children))
 
 
+def join(store: ObjectStore, primary: bytes, others: Mapping[str, bytes | None]
+         ) -> Iterator[tuple[bytes, Any, dict[str, Any]]]:
+    """Walk ``primary`` with the values other trees hold under the same keys.
+
+    Yields (key, value, {name: value in that tree or None}) in key order; one pass over every
+    tree (all are in key order), so joining layers costs no lookups.
+    """
+    streams = {name: items(store, root) for name, root in others.items() if root}
+    heads: dict[str, Any] = {name: next(s, None) for name, s in streams.items()}
+    for k, v in items(store, primary):
+        row: dict[str, Any] = dict.fromkeys(others)
+        for name, s in streams.items():
+            h = heads[name]
+            while h is not None and h[0] < k:
+                h = next(s, None)
+            heads[name] = h
+            if h is not None and h[0] == k:
+                row[name] = h[1]
+        yield k, v, row
+
+
 def keys(store: ObjectStore, root: bytes) -> Iterator[bytes]:
     for k, _ in items(store, root):
         yield k

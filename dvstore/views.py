@@ -142,23 +142,3 @@ class LazyItemView(dict):  # type: ignore[type-arg]
 
 
 _ABSENT = object()
-
-
-def filter_view(iid: bytes, irec: dict[str, Any], meta: dict[str, Any] | None,
-                status: dict[str, Any] | None, annotated: int | None) -> dict[str, Any]:
-    """A cheaper item view for filter evaluation (no annotation bodies)."""
-    d, n = split_filename(irec["filename"])
-    return {
-        "id": iid.hex(),
-        "filename": irec["filename"],
-        "dir": d,
-        "name": n,
-        "type": "file",
-        "hidden": bool(irec.get("hidden", False)),
-        "size": irec["size"],
-        "mimetype": irec.get("mimetype", "application/octet-stream"),
-        "createdAt": irec.get("createdAt", ""),
-        "annotated": bool(annotated),
-        "annotationsCount": annotated or 0,
-        "metadata": {"system": system_metadata(irec, meta, status), "user": dict((meta or {}).get("user") or {})},
-    }
