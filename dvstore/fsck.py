@@ -50,6 +50,7 @@ from dvstore.hashing import CHUNK, hash_bytes, new_hasher
 from dvstore.locks import store_lock
 from dvstore.maintenance import Issue, Walk, read_roots, verify_object
 from dvstore.repo import Repository, path_key
+from dvstore.storage.blobs import fsync_dir
 
 INDEX_CORRUPT = "index-corrupt"
 REBUILD_HINT = "run 'dvs fsck --rebuild' (stop other dvs processes first); see docs/reliability.md"
@@ -611,7 +612,7 @@ def _salvage(dvs_dir: str) -> dict[str, Any]:
     # One rename replaces the damaged file atomically. The lock file stays: the next process
     # to open the environment alone re-initialises it from the new meta pages.
     os.rename(os.path.join(fresh, "data.mdb"), os.path.join(db_dir, "data.mdb"))
-    _fsync_dir(db_dir)
+    fsync_dir(db_dir)
     shutil.rmtree(fresh, ignore_errors=True)
     os.unlink(frames)
     try:
@@ -619,14 +620,6 @@ def _salvage(dvs_dir: str) -> dict[str, Any]:
     except FileNotFoundError:
         pass
     return summary
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # -- orchestration (the parent) ------------------------------------------------------------

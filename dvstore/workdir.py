@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import errno
 import json
-import math
 import os
 import secrets
 import stat as statmod
@@ -752,33 +751,10 @@ _RESERVED_KWARGS = frozenset({"filename", "task_id", "status"})
 
 
 def _parse(raw: bytes, display: str) -> dict[str, Any]:
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise ImportFormatError(f"{display}: not UTF-8 text (byte {e.start})") from None
-    try:
-        doc = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
-    except json.JSONDecodeError as e:
-        raise ImportFormatError(f"{display}: not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
-    except ValueError as e:
-        raise ImportFormatError(f"{display}: {e}") from None
-    except RecursionError:
-        raise ImportFormatError(f"{display}: JSON nested too deeply") from None
+    doc = dataloop.parse_json_bytes(raw, display)
     if not isinstance(doc, dict):
         raise ImportFormatError(f"{display}: an item json must be an object")
-    dataloop.check_storable(doc, display)
     return doc
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a storable number")
-
-
-def _finite_float(text: str) -> float:
-    v = float(text)
-    if not math.isfinite(v):  # "1e999"
-        raise ValueError(f"{text} is not a finite number")
-    return v
 
 
 def _load(doc: dict[str, Any], display: str) -> dict[str, Any]:

@@ -62,19 +62,24 @@ def read_json_file(path: str | os.PathLike[str]) -> Any:
         raise ImportFormatError(f"{path}: cannot read: {e.strerror or e}") from None
     except ValueError as e:  # a NUL byte in the path
         raise ImportFormatError(f"{path!r}: cannot read: {e}") from None
+    return parse_json_bytes(raw, str(path))
+
+
+def parse_json_bytes(raw: bytes, display: str) -> Any:
+    """Parse JSON bytes (UTF-8, BOM allowed) into a storable document; errors name ``display``."""
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise ImportFormatError(f"{path}: not UTF-8 text (byte {e.start})") from None
+        raise ImportFormatError(f"{display}: not UTF-8 text (byte {e.start})") from None
     try:
         doc = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except json.JSONDecodeError as e:
-        raise ImportFormatError(f"{path}: not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+        raise ImportFormatError(f"{display}: not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
     except ValueError as e:  # from the hooks below
-        raise ImportFormatError(f"{path}: {e}") from None
+        raise ImportFormatError(f"{display}: {e}") from None
     except RecursionError:
-        raise ImportFormatError(f"{path}: JSON nested too deeply") from None
-    check_storable(doc, str(path))
+        raise ImportFormatError(f"{display}: JSON nested too deeply") from None
+    check_storable(doc, display)
     return doc
 
 

@@ -28,7 +28,8 @@ from dvstore.storage.db import Database, WriteTxn
 SMALL_MAX = 256 * 1024
 
 
-def _fsync_dir(path: str) -> None:
+def fsync_dir(path: str) -> None:
+    """fsync a directory, so a rename or link in it is durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -172,9 +173,9 @@ class BlobStore:
         except FileExistsError:
             pass
         os.unlink(tmp)
-        _fsync_dir(parent)
+        fsync_dir(parent)
         if new_dir:
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
         testhooks.point("after_blob_rename")
 
     # -- reading ---------------------------------------------------------------------
