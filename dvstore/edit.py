@@ -309,9 +309,6 @@ class Editor:
 
     # -- publishing ------------------------------------------------------------------
 
-    def has_changes(self) -> bool:
-        return any(self.changes.values()) or self.recipe is not None
-
     def prepare(self) -> tuple[Commit, bytes] | None:
         """Build (but do not publish) the version: (commit, path-index root), or None if unchanged.
 

@@ -17,8 +17,6 @@ from dvstore.errors import UsageError
 Digest = NewType("Digest", bytes)
 """A 32-byte blake3 digest: a blob id or an object id."""
 
-DIGEST_SIZE = 32
-HEX_SIZE = 64
 SHORT_HEX = 12
 _HEX_RE = re.compile(r"^[0-9a-f]{64}$")
 # Files above this size are hashed with blake3's own threads (it releases the GIL).
@@ -74,10 +72,6 @@ def hash_file(path: str | os.PathLike[str]) -> tuple[Digest, int]:
             h.update(view[:n])
             total += n
     return h.digest(), total
-
-
-def to_hex(d: bytes) -> str:
-    return d.hex()
 
 
 def short(d: bytes) -> str:

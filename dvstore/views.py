@@ -9,70 +9,46 @@ from __future__ import annotations
 
 from typing import Any
 
+from dvstore.io import dataloop
 from dvstore.model import split_filename
 
 
 def annotations_json(annset: dict[str, Any] | None, status: dict[str, Any] | None, item_id: str) -> list[dict[str, Any]]:
     """The item's annotations in Dataloop's shape, with QA status put back in place."""
-    if not annset:
-        return []
-    qa = (status or {}).get("annotations", {})
-    out = []
-    for aid in sorted(annset):
-        a = dict(annset[aid])
-        md = dict(a.get("metadata") or {})
-        system = dict(md.get("system") or {})
-        if aid in qa:
-            system["status"] = qa[aid]
-        md["system"] = system
-        md.setdefault("user", {})
-        a["metadata"] = md
+    return _finish_annotations(dataloop.annotations_json(annset, status), item_id)
+
+
+def _finish_annotations(anns: list[dict[str, Any]], item_id: str) -> list[dict[str, Any]]:
+    # Users see a QA status only where one is set (no "status": null), plus the defaults
+    # Dataloop's API shows for every annotation.
+    for a in anns:
+        system = a["metadata"]["system"]
+        if system.get("status") is None:
+            system.pop("status", None)
         a.setdefault("attributes", [])
         a.setdefault("coordinates", None)
         a["itemId"] = item_id
-        out.append(a)
-    return out
+    return anns
 
 
 def system_metadata(irec: dict[str, Any], meta: dict[str, Any] | None, status: dict[str, Any] | None) -> dict[str, Any]:
-    system: dict[str, Any] = dict((meta or {}).get("system") or {})
-    system.update(irec.get("system") or {})
-    system["mimetype"] = irec.get("mimetype", "application/octet-stream")
-    system["size"] = irec["size"]
+    system = dataloop.system_json(irec, meta, status)
     system["originalname"] = split_filename(irec["filename"])[1]
-    tasks = (status or {}).get("tasks") or {}
-    if tasks:
-        refs = list(system.get("refs") or [])
-        for tid in sorted(tasks):
-            t = tasks[tid]
-            refs.append({"type": t.get("type", "task"), "id": tid, "metadata": {"status": t.get("status")}})
-        system["refs"] = refs
     return system
 
 
 def item_json(iid: bytes, irec: dict[str, Any], annset: dict[str, Any] | None,
               meta: dict[str, Any] | None, status: dict[str, Any] | None) -> dict[str, Any]:
-    """The Item shape of CLI.md plus the fields filters use (dir, name, type, annotated...)."""
+    """The Item shape of CLI.md (``dataloop.item_to_json``, what a checkout writes) plus the
+    fields filters use (dir, name, type, annotated...)."""
     d, n = split_filename(irec["filename"])
-    anns = annotations_json(annset, status, iid.hex())
-    tasks = (status or {}).get("tasks") or {}
-    return {
-        "id": iid.hex(),
-        "filename": irec["filename"],
-        "dir": d,
-        "name": n,
-        "type": "file",
-        "hidden": bool(irec.get("hidden", False)),
-        "binary": irec["blob"].hex(),
-        "size": irec["size"],
-        "mimetype": irec.get("mimetype", "application/octet-stream"),
-        "createdAt": irec.get("createdAt", ""),
-        "annotated": bool(anns),
-        "annotationsCount": len(anns),
-        "metadata": {"system": system_metadata(irec, meta, status), "user": dict((meta or {}).get("user") or {})},
-        "annotations": anns,
-        "status": {tid: tasks[tid].get("status") for tid in sorted(tasks)},
-    }
+    out = dataloop.item_to_json(irec, annset, meta, status, iid.hex())
+    out["metadata"]["system"]["originalname"] = n
+    _finish_annotations(out["annotations"], iid.hex())
+    out.update(dir=d, name=n, type="file", mimetype=irec.get("mimetype", "application/octet-stream"),
+               createdAt=irec.get("createdAt", ""), annotated=bool(out["annotations"]),
+               annotationsCount=len(out["annotations"]))
+    return out
 
 
 _LAZY_FIELDS = frozenset({"id", "filename", "dir", "name", "type", "hidden", "size", "mimetype", "createdAt",

@@ -339,11 +339,31 @@ def item_to_json(
         status in ``metadata.system.status`` (null when none), as Dataloop writes it.
     """
     metadata = metadata or {}
-    status = status or {}
-    tasks: Mapping[str, Any] = status.get("tasks") or {}
-    ann_status: Mapping[str, Any] = status.get("annotations") or {}
+    tasks: Mapping[str, Any] = (status or {}).get("tasks") or {}
+    meta_out: dict[str, Any] = {k: v for k, v in metadata.items() if k not in ("system", "user")}
+    meta_out["system"] = system_json(item, metadata, status)
+    meta_out["user"] = dict(metadata.get("user") or {})
+    out: dict[str, Any] = {
+        "id": item_id,
+        "filename": item["filename"],
+        "binary": bytes(item["blob"]).hex(),
+        "size": item["size"],
+        "hidden": bool(item.get("hidden", False)),
+    }
+    if item.get("createdAt"):
+        out["createdAt"] = item["createdAt"]
+    out["metadata"] = meta_out
+    out["annotations"] = annotations_json(annotations, status)
+    out["status"] = {task_id: tasks[task_id].get("status") for task_id in sorted(tasks)}
+    return out
 
-    system: dict[str, Any] = dict(metadata.get("system") or {})
+
+def system_json(item: Mapping[str, Any], metadata: Mapping[str, Any] | None,
+                status: Mapping[str, Any] | None) -> dict[str, Any]:
+    """An item's ``metadata.system`` as Dataloop shows it: stored system fields, the binary's
+    intrinsic fields, and one ``refs`` entry per task status."""
+    tasks: Mapping[str, Any] = (status or {}).get("tasks") or {}
+    system: dict[str, Any] = dict((metadata or {}).get("system") or {})
     # The binary's own fields win over anything stored beside them.
     system.update(item.get("system") or {})
     system["size"] = item["size"]
@@ -358,10 +378,14 @@ def item_to_json(
         refs.append(ref)
     if refs:
         system["refs"] = refs
-    meta_out: dict[str, Any] = {k: v for k, v in metadata.items() if k not in ("system", "user")}
-    meta_out["system"] = system
-    meta_out["user"] = dict(metadata.get("user") or {})
+    return system
 
+
+def annotations_json(annotations: Mapping[str, Mapping[str, Any]] | None,
+                     status: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """An item's annotations sorted by id, each with its QA status (or null) in
+    ``metadata.system.status``."""
+    ann_status: Mapping[str, Any] = (status or {}).get("annotations") or {}
     anns_out = []
     for ann_id in sorted(annotations or {}):
         ann = dict((annotations or {})[ann_id])
@@ -371,20 +395,7 @@ def item_to_json(
         ann["metadata"] = md
         ann["id"] = ann_id
         anns_out.append(ann)
-
-    out: dict[str, Any] = {
-        "id": item_id,
-        "filename": item["filename"],
-        "binary": bytes(item["blob"]).hex(),
-        "size": item["size"],
-        "hidden": bool(item.get("hidden", False)),
-    }
-    if item.get("createdAt"):
-        out["createdAt"] = item["createdAt"]
-    out["metadata"] = meta_out
-    out["annotations"] = anns_out
-    out["status"] = {task_id: tasks[task_id].get("status") for task_id in sorted(tasks)}
-    return out
+    return anns_out
 
 
 def walk_json_folder(root: str | os.PathLike[str]) -> dict[str, Path]:

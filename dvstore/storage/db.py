@@ -191,9 +191,6 @@ class Database:
     def reader_check(self) -> int:
         return int(self.env.reader_check())
 
-    def copy_out(self, dest: str) -> None:
-        self.env.copy(dest, compact=True)
-
 
 class ReadTxn:
     """A read transaction that returns copies."""

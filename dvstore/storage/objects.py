@@ -123,9 +123,6 @@ class LmdbObjectStore(_Base):
     def _load_raw(self, oid: bytes) -> bytes | None:
         return self.db.get("objects", oid)
 
-    def get_raw(self, oid: bytes) -> bytes | None:
-        return self.pending.get(oid) or self._load_raw(oid)
-
     def pending_size(self) -> int:
         return sum(len(v) for v in self.pending.values())
 
