@@ -13,11 +13,12 @@ a newer mtime even on a coarse filesystem clock (git's "racily clean" rule).
 from __future__ import annotations
 
 import os
+import queue
 import stat as statmod
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,9 +33,9 @@ from dvstore.storage.blobs import SMALL_MAX
 from dvstore.storage.db import WriteTxn
 
 RACY_NS = 20_000_000
-READ_THREADS = 4
+READ_AHEAD = 8
+CHUNK_FILES = 64
 BATCH = 512
-CHUNK_FILES = 32
 FLUSH_BYTES = 16 * 1024 * 1024
 
 Progress = Callable[[int, int], None]
@@ -158,42 +159,39 @@ def ingest(editor: Editor, paths: list[str], *, to: str = "/", annotations: str 
     new_cache: dict[bytes, bytes] = {}
     blobs = editor.repo.blobs
     total = len(pairs)
-    done = 0
-    with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
-        for lo in range(0, total, BATCH):
-            batch = []
-            for (local, fn), key in zip(pairs[lo:lo + BATCH], keys[lo:lo + BATCH]):
-                try:
-                    st = os.stat(local)
-                except OSError as e:
-                    raise UsageError(f"cannot read {local}: {e.strerror}") from None
-                rec = cache.get(key)
-                hit = rec if cache_hit(rec, st) else None
-                batch.append((local, fn, key, st, hit))
-            # Reads and hashing overlap on threads (file reads and blake3 release the GIL).
-            misses = [(local, st) for local, _, _, st, hit in batch if hit is None]
-            chunks = [misses[i:i + CHUNK_FILES] for i in range(0, len(misses), CHUNK_FILES)]
-            reads = iter([r for rs in pool.map(_read_many, chunks) for r in rs])
-            for local, fn, key, st, hit in batch:
-                if hit is not None:
-                    blob, mimetype, system = Digest(hit[5]), hit[6], hit[7]
-                    stats.cached += 1
-                else:
-                    blob, mimetype, system = _store_read(editor, local, st, next(reads))
-                    stats.hashed += 1
-                    new_cache[key] = stat_entry(st, time.time_ns(), blob, mimetype, system)
-                editor.put_blob_item(fn, blob, st.st_size, mimetype, system, normalized=True)
-                stats.files += 1
-                stats.bytes += st.st_size
-            done += len(batch)
+    sts: list[os.stat_result] = []
+    for local, _ in pairs:
+        try:
+            sts.append(os.stat(local))
+        except OSError as e:
+            raise UsageError(f"cannot read {local}: {e.strerror}") from None
+    hits = [rec if cache_hit(rec := cache.get(key), st) else None for key, st in zip(keys, sts)]
+    misses = [(local, st) for (local, _), st, hit in zip(pairs, sts, hits)
+              if hit is None and st.st_size <= SMALL_MAX]
+    # One reader thread runs ahead (file reads and blake3 release the GIL); more threads only
+    # fight over the GIL for their Python bits (measured: 1 thread 0.19 s, 4 threads 1.4 s
+    # for 20,000 small files).
+    with _Reader(misses) as reads:
+        for i, ((local, fn), key, st, hit) in enumerate(zip(pairs, keys, sts, hits)):
+            if hit is not None:
+                blob, size, mimetype, system = Digest(hit[5]), st.st_size, hit[6], hit[7]
+                stats.cached += 1
+            else:
+                blob, size, mimetype, system = _store_read(editor, local, st, reads)
+                stats.hashed += 1
+                new_cache[key] = stat_entry(st, time.time_ns(), blob, mimetype, system)
+            editor.put_blob_item(fn, blob, size, mimetype, system, normalized=True)
+            stats.files += 1
+            stats.bytes += size
             if blobs.pending_size() >= FLUSH_BYTES:
                 # Unreferenced blobs are harmless (gc collects them): bound memory by writing
-                # small blobs ahead of the version in their own transactions.
+                # small blobs ahead of the version in their own transactions. (Writing them
+                # on a helper thread measured no faster: the puts hold the GIL.)
                 editor.repo.db.ensure_room(blobs.pending_size())
                 editor.repo.db.write(blobs.write_pending)
                 blobs.committed()
-            if progress is not None:
-                progress(done, total)
+            if progress is not None and (i % BATCH == BATCH - 1 or i == total - 1):
+                progress(i + 1, total)
     _apply_annotations(editor, ann_by_file, extras, stats, [fn for _, fn in pairs])
     if labels:
         cur = editor.recipe or editor.repo.recipe(editor.base.recipe)
@@ -209,38 +207,103 @@ def ingest(editor: Editor, paths: list[str], *, to: str = "/", annotations: str 
     return stats
 
 
-def _read_many(files: list[tuple[str, os.stat_result]]) -> list[tuple[Digest, bytes] | None]:
-    return [_read_small(local, st) for local, st in files]
+class _Reader:
+    """Reads and hashes small files on one thread, running up to READ_AHEAD chunks ahead.
+
+    Results travel in chunks of CHUNK_FILES: a queue hand-off per file costs more than
+    reading the file.
+    """
+
+    def __init__(self, files: list[tuple[str, os.stat_result]]) -> None:
+        self.files = files
+        self.queue: queue.Queue[list[tuple[Digest, bytes]] | BaseException] = queue.Queue(READ_AHEAD)
+        self.stop = False
+        self.thread = threading.Thread(target=self._run, name="dvs-reader", daemon=True)
+        self._chunk: list[tuple[Digest, bytes]] = []
+        self._pos = 0
+
+    def __enter__(self) -> _Reader:
+        if self.files:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop = True
+        while self.thread.is_alive():  # unblock a reader waiting on a full queue
+            try:
+                self.queue.get_nowait()
+            except queue.Empty:
+                self.thread.join(0.01)
+
+    def _run(self) -> None:
+        files = self.files
+        for lo in range(0, len(files), CHUNK_FILES):
+            if self.stop:
+                return
+            try:
+                chunk: list[tuple[Digest, bytes]] | BaseException = [
+                    _read_small(local, st) for local, st in files[lo:lo + CHUNK_FILES]]
+            except BaseException as e:  # handed to the consumer, raised there
+                chunk = e
+            self.queue.put(chunk)
+            if isinstance(chunk, BaseException):
+                return
+
+    def next(self) -> tuple[Digest, bytes]:
+        if self._pos == len(self._chunk):
+            got = self.queue.get()
+            if isinstance(got, BaseException):
+                raise got
+            self._chunk, self._pos = got, 0
+        self._pos += 1
+        return self._chunk[self._pos - 1]
 
 
-def _read_small(local: str, st: os.stat_result) -> tuple[Digest, bytes] | None:
-    """Read and hash a small file on a worker thread; None for a large file."""
-    if st.st_size > SMALL_MAX:
-        return None
+def _read_small(local: str, st: os.stat_result) -> tuple[Digest, bytes]:
+    """Read and hash a small file (on the reader thread)."""
     try:
-        with open(local, "rb") as f:
-            data = f.read()
+        fd = os.open(local, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        try:
+            # Exact size (+1 to see growth): os.read(fd, 1 MiB) would allocate 1 MiB per file.
+            data = os.read(fd, st.st_size + 1)
+            if len(data) > st.st_size:
+                data += _read_rest(fd)
+        finally:
+            os.close(fd)
     except OSError as e:
         raise UsageError(f"cannot read {local}: {e.strerror}") from None
     return hash_bytes(data), data
 
 
+def _read_rest(fd: int) -> bytes:
+    parts = []
+    while chunk := os.read(fd, 1 << 20):
+        parts.append(chunk)
+    return b"".join(parts)
+
+
 def _store_read(editor: Editor, local: str, st: os.stat_result,
-                read: tuple[Digest, bytes] | None) -> tuple[Digest, str, dict[str, Any]]:
+                reads: _Reader) -> tuple[Digest, int, str, dict[str, Any]]:
+    """Store one file's bytes; return (blob, size, mimetype, intrinsic system metadata)."""
     blobs = editor.repo.blobs
-    if read is not None:
-        blob, data = read
-        blobs.stage_small(blob, data)  # a blob already stored is not written again (put without overwrite)
+    if st.st_size <= SMALL_MAX:
+        blob, data = reads.next()
+        size = len(data)  # what was read, should the file have changed since the stat
+        if len(data) > SMALL_MAX:  # grew since the stat: store what was read, as a file
+            blob = blobs.add_bytes(data)
+        else:
+            blobs.stage_small(blob, data)  # a blob already stored is not written again
         head = data[: imageinfo.HEAD_BYTES]
     else:
         head_out: list[bytes] = []
         try:
             blob = blobs.add_file(local, st.st_size, head_out)
+            size = st.st_size
         except (PermissionError, FileNotFoundError, IsADirectoryError) as e:
             raise UsageError(f"cannot read {local}: {e.strerror}") from None
         head = head_out[0] if head_out else b""
     mimetype, system = imageinfo.sniff(head, local)
-    return blob, mimetype, system
+    return blob, size, mimetype, system
 
 
 def _load_annotations(annotations: str | None, fmt: str | None, paths: list[str],
