@@ -176,7 +176,7 @@ class Dataset:
                 yield e
             except BaseException:
                 self._repo.objects.discard()
-                self._repo.blobs.committed()
+                self._repo.blobs.discard()
                 raise
             e.commit()
 

@@ -61,6 +61,23 @@ def canonical(x: Any) -> Any:
     return _canon(x)
 
 
+_CONTAINERS = (dict, list)
+
+
+def sort_maps(x: Any) -> Any:
+    """Canonical form of a value already known storable (parsed JSON that passed the importer's
+    checks): only map keys need sorting. Lists holding no containers are returned as they are.
+    """
+    t = type(x)
+    if t is dict:
+        return {k: (sort_maps(v) if type(v) in _CONTAINERS else v) for k, v in sorted(x.items())}
+    if t is list:
+        if set(map(type, x)).isdisjoint(_CONTAINERS):
+            return x
+        return [sort_maps(v) if type(v) in _CONTAINERS else v for v in x]
+    return x
+
+
 def encode(x: Any) -> bytes:
     """Encode ``x`` canonically."""
     try:

@@ -201,23 +201,33 @@ class Editor:
 
     # -- annotations -----------------------------------------------------------------
 
-    def set_annotations(self, filename: str, annotations: list[Any]) -> list[str]:
-        """Replace the item's annotations; returns their ids. QA statuses go to the status layer."""
+    def set_annotations(self, filename: str, annotations: list[Any], *, stored_form: bool = False) -> list[str]:
+        """Replace the item's annotations; returns their ids. QA statuses go to the status layer.
+
+        ``stored_form`` is for importers that build annotations exactly as they are stored
+        (canonical, no QA status, no volatile fields): they skip normalisation.
+        """
         iid = self._require(filename)
         if not isinstance(annotations, list):
             raise UsageError("annotations must be a list")
         annset: dict[str, Any] = {}
         qa: dict[str, Any] = {}
         for a in annotations:
-            stored, status = normalize_annotation(a)
+            stored, status = (a, None) if stored_form else normalize_annotation(a)
             if stored["id"] in annset:
                 raise UsageError(f"duplicate annotation id {stored['id']} on {filename}")
             annset[stored["id"]] = stored
             if status is not None:
                 qa[stored["id"]] = status
-        self._put_annset(iid, annset)
-        st = dict(self.current("status", iid) or {})
+        if annset:
+            oid = self.objects.put_encoded(ANNSET, codec.encode_canonical({k: annset[k] for k in sorted(annset)}))
+            if oid != self.current("annotations", iid):
+                self.changes["annotations"][iid] = oid
+        elif self.current("annotations", iid) is not None:
+            self.changes["annotations"][iid] = DELETE
+        st = self.current("status", iid) or {}
         if qa or st.get("annotations"):
+            st = dict(st)
             st["annotations"] = qa
             self._put_status(iid, st)
         return list(annset)
@@ -349,7 +359,7 @@ class Editor:
         prepared = self.prepare()
         if prepared is None:
             self.objects.discard()
-            self.repo.blobs.committed()
+            self.repo.blobs.discard()
             return None
         c, new_path_root = prepared
         items_root = c.layers["items"]

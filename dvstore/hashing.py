@@ -74,6 +74,15 @@ def hash_file(path: str | os.PathLike[str]) -> tuple[Digest, int]:
     return h.digest(), total
 
 
+def hash_path(path: str, size: int) -> Digest:
+    """Hash a file through a memory map (no copies; threads for big files)."""
+    if size == 0:
+        return hash_bytes(b"")
+    h = blake3(max_threads=blake3.AUTO) if size >= _THREADED_MIN else blake3()
+    h.update_mmap(path)
+    return Digest(h.digest())
+
+
 def short(d: bytes) -> str:
     """The short display form of an id."""
     return d.hex()[:SHORT_HEX]

@@ -215,6 +215,7 @@ class Repository:
         the same LMDB transaction; large blobs were already made durable by the blob store.
         The head must still be ``expected_head`` inside the transaction, else ConflictError.
         """
+        self.blobs.wait_durable()  # write order step 1: blob files durable before the version
         cid = self.put_commit(commit)
         target = create or ds
         assert target is not None

@@ -1083,7 +1083,7 @@ def commit_folder(directory: str = ".", message: str = "", *, store_path: str | 
                 _publish_folder(wd, e, result)
             except BaseException:
                 repo.objects.discard()
-                repo.blobs.committed()
+                repo.blobs.discard()
                 raise
     finally:
         os.close(root_fd)

@@ -35,6 +35,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from dvstore.codec import sort_maps
 from dvstore.errors import ImportFormatError, InvalidNameError
 from dvstore.io.dataloop import check_storable, read_json_file
 from dvstore.io.imageinfo import encode_png
@@ -220,13 +221,15 @@ def _annotation(ann: dict[str, Any], label: str, where: str, at: str) -> dict[st
         coordinates = [{"x": x, "y": y, "z": 0}, {"x": x + w, "y": y + h, "z": 0}]
     else:
         raise ImportFormatError(f"{where}: {at}: has neither a bbox nor a segmentation")
+    # In stored form: keys in canonical (sorted) order, the COCO record canonical too, so the
+    # editor stores it without another walk (``set_annotations(stored_form=True)``).
     return {
-        "id": new_annotation_id(),
-        "type": ann_type,
-        "label": label,
-        "coordinates": coordinates,
         "attributes": {},
-        "metadata": {"system": {"coco": coco}, "user": {}},
+        "coordinates": coordinates,
+        "id": new_annotation_id(),
+        "label": label,
+        "metadata": {"system": {"coco": sort_maps(coco)}, "user": {}},
+        "type": ann_type,
     }
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import stat
 from collections.abc import Mapping
 from pathlib import Path
@@ -72,14 +73,15 @@ def parse_json_bytes(raw: bytes, display: str) -> Any:
     except UnicodeDecodeError as e:
         raise ImportFormatError(f"{display}: not UTF-8 text (byte {e.start})") from None
     try:
-        doc = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+        doc = json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as e:
         raise ImportFormatError(f"{display}: not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
     except ValueError as e:  # from the hooks below
         raise ImportFormatError(f"{display}: {e}") from None
     except RecursionError:
         raise ImportFormatError(f"{display}: JSON nested too deeply") from None
-    check_storable(doc, display)
+    if _maybe_unstorable(raw) or _depth(doc, 0) > MAX_JSON_DEPTH:
+        check_storable(doc, display)  # the full walk, naming the JSON path of the bad value
     return doc
 
 
@@ -87,11 +89,39 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a storable number")
 
 
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):  # "1e999" parses to inf
-        raise ValueError(f"{text} is not a finite number")
-    return value
+# Digits to "0", "E" to "e", "+" to "-": then substring searches find any 19-digit run or
+# 3-digit exponent.
+_SHAPE = bytes.maketrans(b"123456789E+", b"000000000e-")
+_SURROGATE_ESCAPE = re.compile(rb"\\[uU][dD][89a-fA-F]")
+
+
+def _maybe_unstorable(raw: bytes) -> bool:
+    """False when the JSON text cannot hold a value ``check_storable`` would refuse.
+
+    Without a 19-digit run or a 3-digit exponent there is no integer beyond 64 bits and no
+    float that parsed to an infinity (NaN and Infinity are refused while parsing); without a
+    \\uD800-\\uDFFF escape, no lone surrogate (the UTF-8 decode refuses encoded ones). Only the
+    nesting depth is then left, checked by a walk of the containers alone: a 6 MB COCO file
+    checks in ~40 ms instead of ~120 ms for the full walk (and a float hook on the parser).
+    """
+    shape = raw.translate(_SHAPE)
+    if b"0" * 19 in shape or b"e000" in shape or b"e-000" in shape:
+        return True
+    return b"\\u" in raw and _SURROGATE_ESCAPE.search(raw) is not None
+
+
+def _depth(v: Any, depth: int) -> int:
+    """The depth of the deepest value in ``v`` (``v`` itself at ``depth``), as ``check_storable``
+    counts it; stops counting past MAX_JSON_DEPTH."""
+    t = type(v)
+    if (t is not dict and t is not list) or not v or depth > MAX_JSON_DEPTH:
+        return depth
+    deepest = depth + 1
+    for x in (v.values() if t is dict else v):
+        tx = type(x)
+        if tx is dict or tx is list:
+            deepest = max(deepest, _depth(x, depth + 1))
+    return deepest
 
 
 def check_storable(value: Any, where: str) -> None:

@@ -14,15 +14,17 @@ Reads verify: ``read`` and ``open_verified`` hash what they return and raise
 from __future__ import annotations
 
 import errno
+import io
 import os
 import stat
 import uuid
-from collections.abc import Iterator
-from typing import BinaryIO
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, BinaryIO
 
 from dvstore import testhooks
 from dvstore.errors import CorruptObjectError, StorageError
-from dvstore.hashing import CHUNK, Digest, hash_bytes, is_hex_digest, new_hasher, short
+from dvstore.hashing import CHUNK, Digest, hash_bytes, hash_path, is_hex_digest, new_hasher, short
 from dvstore.storage.db import Database, WriteTxn
 
 SMALL_MAX = 256 * 1024
@@ -53,6 +55,9 @@ class BlobStore:
         self.db = db
         self.pending: dict[bytes, bytes] = {}
         self._pending_bytes = 0
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_pid = -1
+        self._inflight: list[Future[None]] = []
 
     # -- naming ----------------------------------------------------------------------
 
@@ -97,8 +102,17 @@ class BlobStore:
             txn.put("blobs", d, data, overwrite=False)
 
     def committed(self) -> None:
+        """Forget staged small blobs once a transaction stored them."""
         self.pending.clear()
         self._pending_bytes = 0
+
+    def discard(self) -> None:
+        """Abandon an edit: forget staged blobs and let blob files in flight land (or not)."""
+        self.committed()
+        try:
+            self.wait_durable()
+        except BaseException:  # a blob file that failed to land is simply absent; nothing uses it
+            pass
 
     def add_bytes(self, data: bytes) -> Digest:
         """Store bytes; small ones are staged, large ones written durably now."""
@@ -122,41 +136,69 @@ class BlobStore:
         return d
 
     def add_file(self, path: str, size: int, head_out: list[bytes] | None = None) -> Digest:
-        """Copy a large file into the store while hashing it; return its digest.
+        """Copy a large file into the store; return the digest of the bytes stored.
 
-        ``head_out`` receives the first chunk (for image sniffing) so the file is read once.
+        The copy is made first (``copy_file_range``: in the kernel, no trip through Python)
+        and the digest is taken of the copy, so a file changing under us cannot leave a blob
+        that does not match its name. Its fsync and link into place run on a helper thread,
+        overlapping the next file; ``wait_durable`` (called before any version is published)
+        waits for them. ``head_out`` receives the first 64 KiB, for image sniffing.
         """
         tmp = self._tmp_name()
-        h = new_hasher(size)
+        fd = -1
         try:
-            with open(path, "rb") as src, open(tmp, "wb") as dst:
-                buf = bytearray(CHUNK * 4)
-                view = memoryview(buf)
-                first = True
-                while True:
-                    n = src.readinto(buf)
-                    if not n:
-                        break
-                    chunk = view[:n]
-                    if first and head_out is not None:
-                        head_out.append(bytes(chunk[:65536]))
-                    first = False
-                    h.update(chunk)
-                    dst.write(chunk)
-                dst.flush()
-                os.fsync(dst.fileno())
+            with open(path, "rb") as src:
+                fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+                if not _copy_in_kernel(src.fileno(), fd):
+                    _copy_in_python(src, fd)
             testhooks.point("after_blob_tmp_write")
-            d = h.digest()
+            copied = os.fstat(fd).st_size
+            d = hash_path(tmp, copied)
+            if head_out is not None:
+                head_out.append(os.pread(fd, 65536, 0))
+        except OSError as e:
+            if fd >= 0:
+                os.close(fd)
+            _unlink_quiet(tmp)
+            if getattr(e, "filename", None) == path:
+                raise
+            raise storage_error(e, "cannot write blob") from None
+        self._later(self._finish, fd, tmp, d)
+        return d
+
+    def _finish(self, fd: int, tmp: str, d: Digest) -> None:
+        """fsync a copied blob and link it into place (on the helper thread)."""
+        try:
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
             if os.path.exists(self.path_for(d)):
                 os.unlink(tmp)
             else:
                 self._publish(tmp, d)
-            return d
         except OSError as e:
             _unlink_quiet(tmp)
-            if e.filename == path or getattr(e, "filename", None) == path:
-                raise
             raise storage_error(e, "cannot write blob") from None
+
+    def _later(self, fn: Callable[..., None], *args: Any) -> None:
+        if self._pool is None or self._pool_pid != os.getpid():  # a forked child makes its own
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dvs-blob-sync")
+            self._pool_pid = os.getpid()
+            self._inflight = []
+        self._inflight.append(self._pool.submit(fn, *args))
+
+    def wait_durable(self) -> None:
+        """Wait until every blob file written so far is fsynced and in place; raise its error."""
+        inflight, self._inflight = self._inflight, []
+        first: BaseException | None = None
+        for fut in inflight:
+            try:
+                fut.result()
+            except BaseException as e:  # wait for all before reporting the first failure
+                first = first or e
+        if first is not None:
+            raise first
 
     def _tmp_name(self) -> str:
         return os.path.join(self.tmp, f"{uuid.uuid4().hex}.partial")
@@ -245,6 +287,32 @@ class BlobStore:
                 continue
             for name in sorted(os.listdir(p)):
                 yield os.path.join(p, name), self.digest_from_path(os.path.join(sub, name))
+
+
+def _copy_in_kernel(src: int, dst: int) -> bool:
+    """Copy all of ``src`` to ``dst`` with copy_file_range; False if the kernel cannot here."""
+    if not hasattr(os, "copy_file_range"):
+        return False
+    try:
+        while os.copy_file_range(src, dst, 1 << 30):
+            pass
+    except OSError as e:
+        if e.errno in (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EBADF):
+            os.lseek(src, 0, os.SEEK_SET)
+            os.ftruncate(dst, 0)
+            os.lseek(dst, 0, os.SEEK_SET)
+            return False
+        raise
+    return True
+
+
+def _copy_in_python(src: io.BufferedReader, dst: int) -> None:
+    buf = bytearray(CHUNK * 4)
+    view = memoryview(buf)
+    while n := src.readinto(buf):
+        pos = 0
+        while pos < n:
+            pos += os.write(dst, view[pos:n])
 
 
 def _unlink_quiet(path: str) -> None:

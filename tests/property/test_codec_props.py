@@ -43,3 +43,18 @@ def test_mutated_encodings_decode_or_raise_corrupt(x, data):
         codec.decode(bytes(b))
     except CorruptObjectError:
         pass
+
+
+json_like = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1),
+              st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=6)),
+    lambda c: st.one_of(st.lists(c, max_size=4), st.dictionaries(st.text(max_size=6), c, max_size=4)),
+    max_leaves=25,
+)
+
+
+@given(json_like)
+def test_sort_maps_is_canonical_for_json_values(x):
+    from dvstore import codec
+
+    assert codec.encode_canonical(codec.sort_maps(x)) == codec.encode(x)

@@ -347,3 +347,49 @@ def test_item_json_load_is_a_fixed_point(doc: dict[str, Any], item: dict[str, An
     loaded["hidden"] = bool(loaded["hidden"])
     out = item_to_json({**item, "hidden": loaded["hidden"]}, *to_records(loaded), item_id="cd" * 16)
     assert load_item_json(out) == loaded
+
+
+# --- the fast storability check ------------------------------------------------------------
+
+# Texts near every edge the fast path skips the full walk on: big ints, huge exponents,
+# surrogate escapes, deep nesting.
+edgy_fragments = st.sampled_from([
+    "18446744073709551615", "18446744073709551616", "-9223372036854775808", "-9223372036854775809",
+    "1234567890123456789", "1e308", "1e309", "1E+400", "-1e400", "1e-400", "1.5e-3", "0.1",
+    '"\\ud800"', '"\\uDFFF"', '"\\ud83d\\ude00"', '"\\u00e9"', '"plain"', "true", "null",
+])
+
+
+@st.composite
+def json_texts(draw: Any) -> str:
+    if draw(st.booleans()):
+        return json.dumps(draw(json_values))
+    frags = draw(st.lists(edgy_fragments, min_size=1, max_size=4))
+    depth = draw(st.sampled_from([0, 1, 50, 99, 100, 101, 150]))
+    inner = "[" + ", ".join(frags) + "]"
+    return "[" * depth + inner + "]" * depth
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(json_texts())
+def test_fast_storability_check_agrees_with_the_full_walk(text: str) -> None:
+    from dvstore.io.dataloop import check_storable, parse_json_bytes
+
+    def full() -> str | None:
+        try:
+            check_storable(json.loads(text), "f")
+        except ImportFormatError as e:
+            return e.message
+        except RecursionError:
+            return "deep"
+        return None
+
+    try:
+        parse_json_bytes(text.encode(), "f")
+        got = None
+    except ImportFormatError as e:
+        got = e.message
+    want = full()
+    assert (got is None) == (want is None), (text[:200], got, want)
+    if want is not None and want != "deep":
+        assert got == want

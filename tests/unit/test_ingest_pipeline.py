@@ -1,0 +1,143 @@
+"""The ingest pipeline's moving parts: the read-ahead thread, large-blob copies, early flushes."""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+from pathlib import Path
+
+import pytest
+from blake3 import blake3
+
+from dvstore import ingest
+from dvstore.api import Store
+from dvstore.errors import StorageError, UsageError
+from dvstore.storage import blobs as blobs_mod
+
+
+def _files(root: Path, n: int) -> list[tuple[str, os.stat_result]]:
+    root.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i in range(n):
+        p = root / f"f{i:04d}.bin"
+        p.write_bytes(f"file {i} ".encode() * (i % 50 + 1))
+        out.append((str(p), os.stat(p)))
+    return out
+
+
+def test_reader_returns_every_file_in_order(tmp_path: Path) -> None:
+    files = _files(tmp_path, 300)  # several hand-off chunks
+    with ingest._Reader(files) as r:
+        got = [r.next() for _ in files]
+    for (path, _), (digest, data) in zip(files, got):
+        assert data == Path(path).read_bytes()
+        assert digest == blake3(data).digest()
+
+
+def test_reader_reports_a_vanished_file_no_later_than_its_turn(tmp_path: Path) -> None:
+    files = _files(tmp_path, 200)
+    os.unlink(files[150][0])
+    got = 0
+    with pytest.raises(UsageError, match="cannot read .*f0150.bin"):
+        with ingest._Reader(files) as r:
+            for _ in files:
+                r.next()
+                got += 1
+    assert got <= 150  # results before the failing chunk were delivered, none after it
+
+
+def test_reader_stops_when_the_consumer_gives_up(tmp_path: Path) -> None:
+    files = _files(tmp_path, 2000)  # far more than the read-ahead holds
+    before = threading.active_count()
+    with pytest.raises(RuntimeError):
+        with ingest._Reader(files) as r:
+            r.next()
+            raise RuntimeError("consumer failed")
+    assert threading.active_count() == before  # the reader thread was not left blocked
+
+
+def test_reader_sees_a_file_that_grew_after_the_stat(tmp_path: Path) -> None:
+    [(path, st)] = _files(tmp_path, 1)
+    with open(path, "ab") as f:
+        f.write(b"x" * 100_000)
+    with ingest._Reader([(path, st)]) as r:
+        digest, data = r.next()
+    assert data == Path(path).read_bytes() and len(data) > st.st_size
+    assert digest == blake3(data).digest()
+
+
+def _big(tmp_path: Path, name: str = "big.bin", size: int = 3 * 1024 * 1024 + 17) -> Path:
+    p = tmp_path / name
+    p.write_bytes(os.urandom(size))
+    return p
+
+
+@pytest.mark.parametrize("kernel_copy", [True, False])
+def test_large_blob_is_named_by_the_hash_of_its_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       kernel_copy: bool) -> None:
+    if not kernel_copy:
+        monkeypatch.setattr(blobs_mod, "_copy_in_kernel", lambda src, dst: False)
+    src = _big(tmp_path)
+    store = Store.init(str(tmp_path / "store"))
+    ds = store.datasets.create("ds")
+    with ds.edit("big") as e:
+        e.add_file(str(src), "/big.bin")
+    item = ds.items.get("/big.bin")
+    assert item.read() == src.read_bytes()
+    blob = blake3(src.read_bytes()).hexdigest()
+    assert os.path.exists(Path(store.path) / "blobs" / blob[:2] / blob[2:])
+    assert os.listdir(Path(store.path) / "tmp") == []
+    assert store.fsck(read_data=True).ok
+
+
+def test_failed_fsync_of_a_large_blob_fails_the_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src = _big(tmp_path)
+    store = Store.init(str(tmp_path / "store"))
+    ds = store.datasets.create("ds")
+    with ds.edit("small") as e:
+        e.add_bytes("/a.txt", b"a")
+    head = ds.head_id
+    real_fsync = os.fsync
+
+    def failing_fsync(fd: int) -> None:
+        if os.path.basename(os.readlink(f"/proc/self/fd/{fd}")).endswith(".partial"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(blobs_mod.os, "fsync", failing_fsync)
+    with pytest.raises(StorageError, match="no space left"):
+        with ds.edit("big") as e:
+            e.add_file(str(src), "/big.bin")
+    monkeypatch.setattr(blobs_mod.os, "fsync", real_fsync)
+    assert store.datasets.get("ds").head_id == head
+    assert os.listdir(Path(store.path) / "tmp") == []
+    with ds.edit("big again") as e:  # nothing stale is left to fail the next edit
+        e.add_file(str(src), "/big.bin")
+    assert store.datasets.get("ds").items.get("/big.bin").read() == src.read_bytes()
+
+
+def test_long_ingest_flushes_blobs_and_stat_rows_early(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ingest, "FLUSH_BYTES", 4096)
+    monkeypatch.setattr(ingest, "WINDOW", 64)
+    files = _files(tmp_path / "src", 500)
+    store = Store.init(str(tmp_path / "store"))
+    ds = store.datasets.create("ds")
+    writes = []
+    real_write = store.repo.db.write
+
+    def counting_write(fn, **kw):  # type: ignore[no-untyped-def]
+        writes.append(fn)
+        return real_write(fn, **kw)
+
+    monkeypatch.setattr(store.repo.db, "write", counting_write)
+    with ds.edit("add") as e:
+        stats = ingest.ingest(e, [str(tmp_path / "src")])
+    assert stats.files == 500 and stats.hashed == 500
+    assert len(writes) > 10  # flushed along the way, not in one final transaction
+    rows = ingest.lookup_stat(store.repo, [os.fsencode(p) for p, _ in files])
+    assert len(rows) == 500
+    for p, _ in files:
+        name = "/" + os.path.basename(p)
+        assert ds.items.get(name).read() == Path(p).read_bytes()
+    assert store.fsck(read_data=True).ok
