@@ -152,8 +152,6 @@ def ingest(editor: Editor, paths: list[str], *, to: str = "/", annotations: str 
     pairs = walk(paths, to)
     ann_by_file, labels, extras, stored_form = _load_annotations(annotations, fmt, paths, to)
     stats = IngestStats()
-    keys = [_cache_key(local) for local, _ in pairs]
-    cache = lookup_stat(editor.repo, keys)
     if len(pairs) * 4 >= tree.count(editor.objects, editor.base.layers["items"] or tree.EMPTY):
         editor.prefetch()
     new_cache: dict[bytes, bytes] = {}
@@ -177,8 +175,9 @@ def ingest(editor: Editor, paths: list[str], *, to: str = "/", annotations: str 
                 sts.append(os.stat(local))
             except OSError as e:
                 raise UsageError(f"cannot read {local}: {e.strerror}") from None
-        wkeys = keys[lo:lo + WINDOW]
-        hits = [rec if cache_hit(rec := cache.pop(key, None), st) else None for key, st in zip(wkeys, sts)]
+        wkeys = [_cache_key(local) for local, _ in window]
+        cache = lookup_stat(editor.repo, wkeys)
+        hits = [rec if cache_hit(rec := cache.get(key), st) else None for key, st in zip(wkeys, sts)]
         misses = [(local, st) for (local, _), st, hit in zip(window, sts, hits)
                   if hit is None and st.st_size <= SMALL_MAX]
         # One reader thread runs ahead (file reads and blake3 release the GIL); more threads
@@ -206,7 +205,6 @@ def ingest(editor: Editor, paths: list[str], *, to: str = "/", annotations: str 
                     new_cache.clear()
         if progress is not None:
             progress(lo + len(window), total)
-    del keys, cache
     _apply_annotations(editor, ann_by_file, extras, stats, [fn for _, fn in pairs], stored_form=stored_form)
     if labels:
         cur = editor.recipe or editor.repo.recipe(editor.base.recipe)
