@@ -374,19 +374,19 @@ def _apply_annotations(editor: Editor, by_file: dict[str, list[dict[str, Any]]],
     for fn in added or []:
         stem = fn.rsplit(".", 1)[0] if "." in fn.rsplit("/", 1)[-1] else fn
         stems.setdefault(stem, []).append(fn)
-    for key in sorted(by_file):
+    for key in sorted(by_file):  # keys and stems are normalised filenames already
         fn = key
-        iid = editor.item_id(fn)
+        iid = editor.item_id(fn, normalized=True)
         if iid is None and len(stems.get(key, [])) == 1:
             fn = stems[key][0]
-            iid = editor.item_id(fn)
+            iid = editor.item_id(fn, normalized=True)
             extras = dict(extras, **{fn: extras[key]}) if key in extras else extras
         if iid is None:
             stats.skipped.append(key)
             continue
         anns = [dict(a, id=_stable_annotation_id(iid, a)) for a in by_file[key]]
         # COCO annotations come in stored form; an unchanged set hashes to the same object.
-        editor.set_annotations(fn, anns, stored_form=stored_form)
+        editor.set_item_annotations(iid, anns, stored_form=stored_form)
         extra = extras.get(fn)
         if extra:
             md = extra.get("metadata") or {}

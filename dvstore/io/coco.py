@@ -233,12 +233,11 @@ def _annotation(ann: dict[str, Any], label: str, where: str, at: str) -> dict[st
     }
 
 
-def _is_number(v: Any) -> bool:
-    return type(v) is int or type(v) is float
+_NUMBER_TYPES = frozenset((int, float))
 
 
 def _bbox(bbox: Any, where: str, at: str) -> None:
-    if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
+    if not (type(bbox) is list and len(bbox) == 4 and _NUMBER_TYPES.issuperset(map(type, bbox))):
         raise ImportFormatError(f"{where}: {at}: bbox must be [x, y, width, height] numbers")
     if bbox[2] < 0 or bbox[3] < 0:
         raise ImportFormatError(f"{where}: {at}: bbox has a negative width or height")
@@ -254,7 +253,7 @@ def _has_points(seg: Any, where: str, at: str) -> bool:
 def _polygons(seg: list[list[Any]], where: str, at: str) -> list[list[dict[str, Any]]]:
     parts = []
     for j, part in enumerate(seg):
-        if len(part) % 2 or not all(_is_number(v) for v in part):
+        if len(part) % 2 or not _NUMBER_TYPES.issuperset(map(type, part)):
             raise ImportFormatError(
                 f"{where}: {at}: segmentation[{j}] must be an even-length list of numbers [x1, y1, x2, y2, ...]"
             )

@@ -116,12 +116,17 @@ def _depth(v: Any, depth: int) -> int:
     t = type(v)
     if (t is not dict and t is not list) or not v or depth > MAX_JSON_DEPTH:
         return depth
+    values = v.values() if t is dict else v
     deepest = depth + 1
-    for x in (v.values() if t is dict else v):
-        tx = type(x)
-        if tx is dict or tx is list:
-            deepest = max(deepest, _depth(x, depth + 1))
+    if not _CONTAINER_TYPES.isdisjoint(map(type, values)):  # in C: most lists hold numbers only
+        for x in values:
+            tx = type(x)
+            if tx is dict or tx is list:
+                deepest = max(deepest, _depth(x, depth + 1))
     return deepest
+
+
+_CONTAINER_TYPES = frozenset((dict, list))
 
 
 def check_storable(value: Any, where: str) -> None:
