@@ -52,11 +52,11 @@ class Store:
     def path(self) -> str:
         return self.repo.dir
 
-    def gc(self, *, dry_run: bool = False, expire: str | None = None) -> Any:
-        """Reclaim unreferenced space (see dvstore.maintenance)."""
+    def gc(self, *, dry_run: bool = False, expire: str | None = None, compact: bool = False) -> Any:
+        """Reclaim unreferenced space; ``compact`` also shrinks the database file (see dvstore.gc)."""
         import dvstore.maintenance as maintenance
 
-        return maintenance.gc(self, dry_run=dry_run, expire=expire)
+        return maintenance.gc(self, dry_run=dry_run, expire=expire, compact=compact)
 
     def fsck(self, *, read_data: bool = False, rebuild: bool = False) -> Any:
         """Verify the store, read-only unless ``rebuild`` (see dvstore.maintenance)."""

@@ -29,11 +29,19 @@ Rules (docs/reliability.md "gc"):
 Order of deletion: expired reflog entries and derived entries first, then objects and small
 blobs in batches of one transaction each, then blob files, then temp files. Everything
 deleted is unreachable, so a crash at any point leaves a consistent store with less garbage.
+
+**Compaction** (``compact=True``, ``dvs gc --compact``): after the sweep, still under the
+exclusive lock, ``Database.compact`` replaces ``db/data.mdb`` by a compacted copy (LMDB never
+shrinks its file, and a long free-page list slows every later commit). It needs every other
+process to have closed the database, readers included (they take no store lock); when one
+has not, compaction is skipped and reported, and the rest of gc stands. Work directories
+``tmp/compact-*`` left by a killed compaction are removed by the next gc that is not a dry run.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import struct
 import time
 from dataclasses import asdict, dataclass
@@ -42,8 +50,8 @@ from typing import Any
 from dvstore import codec, testhooks
 from dvstore.errors import CorruptionError
 from dvstore.maintenance import DEFAULT_GRACE, DEFAULT_RETENTION, Issue, Walk, parse_duration, read_roots
-from dvstore.repo import Repository
-from dvstore.storage.db import WriteTxn
+from dvstore.repo import Repository, parse_index_key
+from dvstore.storage.db import COMPACT_PREFIX, WriteTxn
 
 SEEN_PREFIX = b"gc-seen:"
 _DELETE_BATCH = 4096
@@ -73,6 +81,13 @@ class GcResult:
     dry_run: bool = False
     retention_seconds: float = DEFAULT_RETENTION
     grace_seconds: float = DEFAULT_GRACE
+    db_bytes_before: int = 0
+    """Size of ``db/data.mdb`` when gc started."""
+    db_bytes_after: int = 0
+    """Size of ``db/data.mdb`` when gc ended (smaller only after a compaction)."""
+    compacted: bool = False
+    compact_skipped: str | None = None
+    """Why ``compact=True`` did not compact (another process had the database open, or a dry run)."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -86,15 +101,26 @@ def _fail_closed(issues: list[Issue]) -> CorruptionError:
 
 
 def collect(repo: Repository, *, dry_run: bool = False, expire: str | None = None,
-            grace: str | None = None, now: float | None = None) -> GcResult:
+            grace: str | None = None, now: float | None = None, compact: bool = False) -> GcResult:
     """Run gc on ``repo`` (see the module docstring for the rules)."""
     retention = DEFAULT_RETENTION if expire is None else parse_duration(expire)
     grace_s = DEFAULT_GRACE if grace is None else parse_duration(grace)
     if expire is not None and retention == 0:
         grace_s = 0.0  # CLI.md: --expire now ignores the grace period too
     with repo.lock(exclusive=True):
-        return _collect_locked(repo, dry_run=dry_run, retention=retention, grace=grace_s,
-                               now=time.time() if now is None else now)
+        before = repo.db.file_size()
+        res = _collect_locked(repo, dry_run=dry_run, retention=retention, grace=grace_s,
+                              now=time.time() if now is None else now)
+        res.db_bytes_before = before
+        if not dry_run:
+            _remove_compact_leftovers(repo, res)
+        if compact and dry_run:
+            res.compact_skipped = "dry run"
+        elif compact:
+            done = repo.db.compact(repo.blobs.tmp)
+            res.compacted, res.compact_skipped = done.compacted, done.skipped
+        res.db_bytes_after = repo.db.file_size()
+        return res
 
 
 def _collect_locked(repo: Repository, *, dry_run: bool, retention: float, grace: float, now: float) -> GcResult:
@@ -123,12 +149,12 @@ def _collect_locked(repo: Repository, *, dry_run: bool, retention: float, grace:
         raise _fail_closed(missing)
     live_objects = walk.objects
     live_blobs = walk.blobs
-    # Derived path indexes of live items roots stay when they are whole.
+    # Derived path and folder indexes of live items roots stay when they are whole.
     index_rows = repo.db.scan("index")
     drop_index: list[bytes] = []
     for k, v in index_rows:
-        iroot = k[len(b"path:"):]
-        if not k.startswith(b"path:") or len(iroot) != 32 or len(v) != 32 or iroot not in walk.items_roots:
+        parsed = parse_index_key(k)
+        if parsed is None or len(v) != 32 or parsed[1] not in walk.items_roots:
             drop_index.append(k)
             continue
         got = walk.path_tree(v)
@@ -285,6 +311,34 @@ def _old_tmp_files(repo: Repository, now: float, grace: float, res: GcResult) ->
             res.tmp_files += 1
             res.bytes += st.st_size
     return out
+
+
+def _remove_compact_leftovers(repo: Repository, res: GcResult) -> None:
+    """Remove ``tmp/compact-*`` work directories of killed compactions.
+
+    Only called under the exclusive store lock, which every compaction holds: none of them
+    can belong to a compaction that is still running.
+    """
+    try:
+        names = os.listdir(repo.blobs.tmp)
+    except FileNotFoundError:
+        return
+    removed = False
+    for name in names:
+        p = os.path.join(repo.blobs.tmp, name)
+        if not name.startswith(COMPACT_PREFIX) or not os.path.isdir(p) or os.path.islink(p):
+            continue
+        for dirpath, _, files in os.walk(p):
+            for f in files:
+                try:
+                    res.bytes += os.lstat(os.path.join(dirpath, f)).st_size
+                except OSError:
+                    pass
+        shutil.rmtree(p, ignore_errors=True)
+        res.tmp_files += 1
+        removed = True
+    if removed:
+        _fsync_dir(repo.blobs.tmp)
 
 
 def _stale_stat_cache(repo: Repository, gone: set[bytes]) -> list[bytes]:

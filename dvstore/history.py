@@ -425,7 +425,10 @@ def tag(ds: Dataset, name: str, rev: str | bytes | None = None, *, force: bool =
 
 def delete_tag(ds: Dataset, name: str) -> None:
     """Remove a tag; its version stays until gc finds nothing else keeping it."""
-    ds._repo.move_ref(ds.record, tag=name, new=None, expected=None, op="tag")
+    repo = ds._repo
+    with repo.lock():  # shared, like every other ref move: gc (exclusive) never sees it half-done
+        _see_latest(repo)
+        repo.move_ref(ds.record, tag=name, new=None, expected=None, op="tag")
 
 
 def tags(ds: Dataset) -> dict[str, Digest]:

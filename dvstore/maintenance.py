@@ -452,11 +452,12 @@ class Walk:
 # -- the API entry points -------------------------------------------------------------
 
 
-def gc(store: Store, *, dry_run: bool = False, expire: str | None = None, grace: str | None = None) -> GcResult:
-    """Reclaim unreferenced space; see ``dvstore.gc``."""
+def gc(store: Store, *, dry_run: bool = False, expire: str | None = None, grace: str | None = None,
+       compact: bool = False) -> GcResult:
+    """Reclaim unreferenced space, and with ``compact`` shrink ``data.mdb``; see ``dvstore.gc``."""
     from dvstore import gc as gc_mod
 
-    return gc_mod.collect(store.repo, dry_run=dry_run, expire=expire, grace=grace)
+    return gc_mod.collect(store.repo, dry_run=dry_run, expire=expire, grace=grace, compact=compact)
 
 
 def fsck(store: Store, *, read_data: bool = False, rebuild: bool = False) -> FsckReport:

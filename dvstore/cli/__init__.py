@@ -28,6 +28,27 @@ def _fail(message: str, hint: str | None, code: int) -> None:
     sys.exit(code)
 
 
+def _writing_output(e: BaseException) -> bool:
+    """Whether ``e`` was raised writing the command's report: in ``click.echo`` or
+    ``emit_json``, or by the final flush of stdout in ``main``."""
+    from dvstore.cli.output import emit_json
+
+    frames = [f for f, _ in traceback.walk_tb(e.__traceback__)]
+    if any(f.f_code in (click.echo.__code__, emit_json.__code__) for f in frames):
+        return True
+    return bool(frames) and frames[-1].f_code is main.__code__
+
+
+def _silence_stdout() -> None:
+    """Point fd 1 at /dev/null so the interpreter's last flush of stdout cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.close(devnull)
+    except OSError:
+        pass
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the click group with dvstore's error handling."""
     from dvstore.cli.commands import cli
@@ -36,6 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         with perf.bulk():  # a short-lived process of bulk work (see dvstore.perf)
             rv: Any = cli.main(args=argv, prog_name="dvs", standalone_mode=False)
+        sys.stdout.flush()  # a failing report must fail here, not unreported at exit
         sys.exit(rv if isinstance(rv, int) else 0)
     except DvsError as e:
         if debug:
@@ -52,11 +74,18 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         _fail("interrupted", None, EXIT_INTERRUPTED)
     except BrokenPipeError:
+        _silence_stdout()
         sys.stderr.close()
         sys.exit(0)
     except OSError as e:
         if debug:
             traceback.print_exc()
+        if _writing_output(e):
+            # The command's work is done (or it failed before changing anything); only its
+            # report was lost, so do not claim that nothing was changed.
+            _silence_stdout()
+            _fail(f"cannot write the output: {e.strerror or e}",
+                  "the store is consistent; 'dvs log NAME' shows whether a change was recorded", EXIT_DAMAGED)
         if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             _fail(f"no space left: {e.strerror}", "free some disk space; nothing was changed", EXIT_DAMAGED)
         where = f" ({e.filename})" if e.filename else ""

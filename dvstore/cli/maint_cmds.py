@@ -29,13 +29,15 @@ def _human(n: int) -> str:
 @click.option("--expire", metavar="now|DURATION",
               help="Reflog retention (default 90d); 'now' also ignores the grace period.")
 @click.option("--grace", metavar="DURATION", help="Keep unreferenced data younger than this (default 1h).")
+@click.option("--compact", is_flag=True,
+              help="Then rewrite the database file without its free pages (needs no other dvs process running).")
 @json_opt
 @pass_ctx
-def gc(c: Ctx, dry_run: bool, expire: str | None, grace: str | None, as_json: bool) -> None:
+def gc(c: Ctx, dry_run: bool, expire: str | None, grace: str | None, compact: bool, as_json: bool) -> None:
     """Reclaim space taken by data no head, tag, recent reflog entry or running operation needs."""
     from dvstore import gc as gc_mod
 
-    res = gc_mod.collect(c.store.repo, dry_run=dry_run, expire=expire, grace=grace)
+    res = gc_mod.collect(c.store.repo, dry_run=dry_run, expire=expire, grace=grace, compact=compact)
     if as_json:
         emit_json(res.to_json())
         return
@@ -44,6 +46,10 @@ def gc(c: Ctx, dry_run: bool, expire: str | None, grace: str | None, as_json: bo
                f"{res.small_blobs} small blobs, {res.blob_files} blob files, {res.tmp_files} temp files")
     if res.kept_young:
         click.echo(f"kept {res.kept_young} unreferenced entries younger than the grace period")
+    if res.compacted:
+        click.echo(f"compacted the database: {_human(res.db_bytes_before)} -> {_human(res.db_bytes_after)}")
+    elif compact:
+        click.echo(f"database not compacted ({_human(res.db_bytes_after)}): {res.compact_skipped}")
 
 
 @cli.command()

@@ -17,17 +17,27 @@ Settings: ``writemap=False`` (a full disk is an error, not SIGBUS), ``sync=True`
 ``metasync=True``; the map grows by doubling on ``MapFullError`` (the whole transaction is
 re-run, so write closures must be re-runnable) and ``MapResizedError`` (another process grew
 it) is answered with ``set_mapsize(0)`` and a retry.
+
+Compaction (``Database.compact``) replaces ``data.mdb`` by a compacted copy while no other
+process has the environment open; see its docstring for the locking argument.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
+import shutil
 import threading
+import time
+import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import lmdb
 
+from dvstore import testhooks
 from dvstore.errors import CorruptionError, StorageError
 
 T = TypeVar("T")
@@ -39,12 +49,26 @@ MAX_READERS = 512
 _REGISTRY: dict[tuple[str, int], lmdb.Environment] = {}
 _ORPHANED: list[lmdb.Environment] = []
 _LOCK = threading.Lock()
+_HELD: dict[tuple[str, int], int] = {}
+"""Descriptors of ``lock.mdb`` a compaction locked and must keep open: POSIX record locks
+belong to the process, and closing any descriptor of the file drops all of them, LMDB's own
+lock included. Closed only once the environment they were taken for is closed."""
+_EPOCH = [0]
+"""Bumped when a compaction closes an environment, so every ``Database`` reopens it."""
 
 
 def _after_fork_in_child() -> None:
     # Park, never close, environments inherited from the parent.
     _ORPHANED.extend(_REGISTRY.values())
     _REGISTRY.clear()
+    # The child holds no record locks (they are not inherited): closing these now is
+    # harmless, closing them later would drop the child's own environment's lock.
+    for fd in _HELD.values():
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD.clear()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -59,26 +83,98 @@ def _open_env(path: str, map_size: int) -> lmdb.Environment:
                 _ORPHANED.remove(old)
                 old.close()
             os.makedirs(path, mode=0o700, exist_ok=True)
-            try:
-                env = lmdb.open(
-                    path,
-                    map_size=map_size,
-                    max_dbs=len(DB_NAMES) + 4,
-                    max_readers=MAX_READERS,
-                    subdir=True,
-                    writemap=False,
-                    sync=True,
-                    metasync=True,
-                    readahead=False,
-                    meminit=False,
-                    mode=0o600,
-                )
-                env.reader_check()
-            except lmdb.Error as e:
-                raise CorruptionError(f"cannot open the store database at {path}: {e}",
-                                      hint="run 'dvs fsck' to diagnose") from None
+            for attempt in range(_OPEN_ATTEMPTS):
+                try:
+                    env = lmdb.open(
+                        path,
+                        map_size=map_size,
+                        max_dbs=len(DB_NAMES) + 4,
+                        max_readers=MAX_READERS,
+                        subdir=True,
+                        writemap=False,
+                        sync=True,
+                        metasync=True,
+                        readahead=False,
+                        meminit=False,
+                        mode=0o600,
+                    )
+                    env.reader_check()
+                    break
+                except lmdb.InvalidParameterError as e:
+                    # An empty lock file: a compaction died after emptying it while another
+                    # process was waiting to open (Database.compact). Once the waiters have let
+                    # go, the next open is alone and re-initialises it.
+                    if attempt + 1 < _OPEN_ATTEMPTS:
+                        time.sleep(0.05 * (attempt + 1))
+                        continue
+                    raise CorruptionError(f"cannot open the store database at {path}: {e}",
+                                          hint="if a 'dvs gc --compact' was just interrupted, run the command "
+                                               "again; otherwise run 'dvs fsck' to diagnose") from None
+                except lmdb.Error as e:
+                    raise CorruptionError(f"cannot open the store database at {path}: {e}",
+                                          hint="run 'dvs fsck' to diagnose") from None
+            assert env is not None
             _REGISTRY[key] = env
         return env
+
+
+_OPEN_ATTEMPTS = 6
+
+
+def _close_env(key: tuple[str, int]) -> None:
+    """Close this process's environment for ``key`` (it drops LMDB's record lock with it)."""
+    with _LOCK:
+        env = _REGISTRY.pop(key, None)
+        if env is not None:
+            env.close()
+        fd = _HELD.pop(key, None)
+        if fd is not None:
+            os.close(fd)  # after the close: no lock of this process is left to drop
+        _EPOCH[0] += 1
+
+
+def _lock_lockfile(fd: int) -> bool:
+    """Take LMDB's lock-file byte exclusively for this process, without waiting.
+
+    Every process with the environment open holds that byte shared for as long as it has it
+    open, and a process opening it waits for it while another holds it exclusively.
+    """
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 0, os.SEEK_SET)
+    except OSError as e:
+        if e.errno in (errno.EACCES, errno.EAGAIN):
+            return False
+        raise
+    return True
+
+
+def _read_head(path: str, n: int) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(n)
+
+
+def _fsync_path(path: str, *, directory: bool = False) -> None:
+    fd = os.open(path, (os.O_RDONLY | os.O_DIRECTORY) if directory else os.O_RDWR)
+    try:
+        if not directory:
+            os.fchmod(fd, 0o600)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class CompactResult:
+    """What ``Database.compact`` did: ``data.mdb`` sizes, and why it did nothing if it did not."""
+
+    compacted: bool
+    bytes_before: int
+    bytes_after: int
+    skipped: str | None = None
+
+
+COMPACT_PREFIX = "compact-"
+"""Work directories of ``Database.compact`` under the caller's temp directory."""
 
 
 class Database:
@@ -88,6 +184,7 @@ class Database:
         self.path = os.path.realpath(path)
         self._map_size = map_size
         self._pid = -1
+        self._epoch = -1
         self._env: lmdb.Environment | None = None
         self._dbs: dict[str, Any] = {}
 
@@ -95,13 +192,14 @@ class Database:
 
     @property
     def env(self) -> lmdb.Environment:
-        if self._env is None or self._pid != os.getpid():
+        if self._env is None or self._pid != os.getpid() or self._epoch != _EPOCH[0]:
+            epoch = _EPOCH[0]
             env = _open_env(self.path, self._map_size)
             dbs = {}
             with env.begin(write=True) as txn:
                 for name in DB_NAMES:
                     dbs[name] = env.open_db(name.encode(), txn=txn, create=True)
-            self._env, self._dbs, self._pid = env, dbs, os.getpid()
+            self._env, self._dbs, self._pid, self._epoch = env, dbs, os.getpid(), epoch
         return self._env
 
     def _db(self, name: str) -> Any:
@@ -190,6 +288,136 @@ class Database:
 
     def reader_check(self) -> int:
         return int(self.env.reader_check())
+
+    def close(self) -> None:
+        """Close this process's environment of the path (every handle reopens it on use)."""
+        _close_env((self.path, os.getpid()))
+        self._env = None
+
+    def file_size(self) -> int:
+        """Bytes of ``data.mdb`` (LMDB never shrinks it; ``compact`` does)."""
+        try:
+            return os.stat(os.path.join(self.path, "data.mdb")).st_size
+        except FileNotFoundError:
+            return 0
+
+    # -- compaction ------------------------------------------------------------------
+
+    def compact(self, tmp_root: str) -> CompactResult:
+        """Replace ``data.mdb`` by a compacted copy, or skip when another process has it open.
+
+        Why: LMDB never returns pages to the file system; after a big delete its free-page
+        list is rewritten by every commit (measured: a small write costs ~1.1 ms instead of
+        ~0.15 ms after a 1,000,000-item build). A compacted copy has no free pages.
+
+        The caller must hold the store lock *exclusive* (no dvstore writer runs). Readers
+        (``dvs ls``, ``show``, ...) take no store lock, so exclusivity against every process
+        comes from LMDB's own lock file: each process holds byte 0 of ``lock.mdb`` shared
+        (an fcntl record lock) from opening the environment until closing it, and an opener
+        waits while another process holds it exclusive. Steps:
+
+        1. Take that byte exclusive (this process's shared lock is upgraded). If another
+           process holds it, skip: nothing was done. Now nobody else has the environment
+           open or can open it.
+        2. ``env.copy(tmp_root/compact-<uuid>/, compact=True)``; fsync the copy (mode 0600)
+           and its directory; check every database's entry count against the live one.
+        3. Close the environment (closing drops all of this process's locks on the file),
+           take the byte exclusive again and check that the meta pages of ``data.mdb`` are
+           unchanged (nobody committed in between); else skip.
+        4. Truncate ``lock.mdb`` to zero, ``os.replace`` the copy over ``data.mdb``, fsync
+           ``db/``.
+        5. Reopen while still holding the byte: LMDB finds itself alone and re-initialises
+           the lock file from the new meta pages before sharing it. The descriptor is kept
+           open (closing it would drop LMDB's lock) until the environment is next closed.
+
+        Crash safety: before step 4's rename the old ``data.mdb`` is untouched; after it the
+        new one is complete and durable (fsynced before the rename). The reader table and
+        transaction id in ``lock.mdb`` describe the old file, which is why it is emptied
+        first: a process that was waiting to open when this one died then fails to open
+        (``_open_env`` retries), instead of using stale state with the new file; the first
+        process to open alone re-initialises it. ``compact-*`` directories left by a crash
+        are the caller's to remove (gc does).
+        """
+        data = os.path.join(self.path, "data.mdb")
+        key = (self.path, os.getpid())
+        env = self.env
+        before = self.file_size()
+
+        def skipped(why: str) -> CompactResult:
+            return CompactResult(False, before, self.file_size(), why)
+
+        busy = "another process has the store database open (a running dvs command); try again when it has finished"
+        os.makedirs(tmp_root, mode=0o700, exist_ok=True)
+        if os.stat(tmp_root).st_dev != os.stat(self.path).st_dev:
+            return skipped(f"{tmp_root} is not on the file system of {self.path}: the copy could not be renamed")
+        fd = os.open(os.path.join(self.path, "lock.mdb"), os.O_RDWR | os.O_CLOEXEC)
+        if not _lock_lockfile(fd):
+            _close_env(key)  # first: closing fd while the environment is open would drop its lock
+            os.close(fd)
+            return skipped(busy)
+        work = os.path.join(tmp_root, f"{COMPACT_PREFIX}{uuid.uuid4().hex}")
+        try:
+            counts = self.read(lambda t: {n: t.count(n) for n in DB_NAMES})
+            psize = int(env.stat()["psize"])
+            metas = _read_head(data, 2 * psize)
+            ino = os.stat(data).st_ino
+            os.makedirs(work, mode=0o700)
+            try:
+                env.copy(work, compact=True)
+            except lmdb.Error as e:
+                raise StorageError(f"compacting the store database failed: {e}",
+                                   hint="check free disk space; the database was not replaced") from None
+            copy = os.path.join(work, "data.mdb")
+            _fsync_path(copy)
+            _fsync_path(work, directory=True)
+            _check_copy(work, counts)
+            testhooks.point("compact_after_copy")
+        except BaseException:
+            _close_env(key)
+            os.close(fd)
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+        _close_env(key)
+        if not _lock_lockfile(fd) or os.stat(data).st_ino != ino or _read_head(data, 2 * psize) != metas:
+            os.close(fd)
+            shutil.rmtree(work, ignore_errors=True)
+            return skipped(busy)
+        try:
+            os.ftruncate(fd, 0)
+            testhooks.point("compact_after_truncate")
+            os.replace(copy, data)
+            _fsync_path(self.path, directory=True)
+            testhooks.point("compact_after_replace")
+            self.env  # noqa: B018 -- reopens alone: LMDB re-initialises the lock file
+        except BaseException:
+            os.close(fd)  # the lock file is empty: the next process alone re-initialises it
+            raise
+        with _LOCK:
+            _HELD[key] = fd
+        testhooks.point("compact_after_reopen")
+        shutil.rmtree(work, ignore_errors=True)
+        return CompactResult(True, before, self.file_size())
+
+
+def _check_copy(path: str, counts: dict[str, int]) -> None:
+    """The compacted copy at ``path`` opens and has the live databases' entry counts."""
+    try:
+        c = lmdb.open(path, readonly=True, lock=False, subdir=True, max_dbs=len(DB_NAMES) + 4)
+    except lmdb.Error as e:
+        raise StorageError(f"the compacted copy does not open: {e}", hint="the database was not replaced") from None
+    try:
+        got = {}
+        for name in DB_NAMES:
+            db = c.open_db(name.encode(), create=False)
+            with c.begin() as t:
+                got[name] = int(t.stat(db)["entries"])
+    except lmdb.Error as e:
+        raise StorageError(f"the compacted copy is unreadable: {e}", hint="the database was not replaced") from None
+    finally:
+        c.close()
+    if got != counts:
+        raise StorageError(f"the compacted copy differs from the database ({got} != {counts})",
+                           hint="the database was not replaced")
 
 
 class ReadTxn:
