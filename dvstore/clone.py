@@ -12,9 +12,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from dvstore import perf, tree
+from dvstore.edit import holds_items_error, inside_item_error
 from dvstore.errors import NotFoundError, UsageError
 from dvstore.model import Commit, default_author, new_item_id, normalize_dir, normalize_filename, now_iso
-from dvstore.repo import ANNSET, DatasetRecord, path_key
+from dvstore.repo import ANNSET, DatasetRecord, folder_key, path_key
+from dvstore.storage.objects import ObjectStore
 from dvstore.views import LazyItemView, annotations_json
 
 if TYPE_CHECKING:
@@ -138,6 +140,45 @@ def _clone_locked(src: Dataset, *, clone_name: str | None, filters: Any, with_it
                        with_items_annotations, with_metadata, with_task_annotations_status, message)
 
 
+class _FolderCheck:
+    """Refuses a cloned item name that would clash with the destination's items: an item
+    inside one of them (``/x/b`` into a dataset holding ``/x``) or one that is a folder of
+    them. The source's names are one consistent version under one prefix, so they cannot
+    clash among themselves; only the destination's names need checking. Also counts the
+    cloned names per folder, to carry the destination's folder index forward."""
+
+    def __init__(self, objs: ObjectStore, dst_paths: bytes, dst_folders: bytes) -> None:
+        self.objs = objs
+        self.dst_paths = dst_paths
+        self.dst_folders = dst_folders
+        self.not_items: set[str] = set()
+        self.delta: dict[str, int] = {}
+
+    def count(self, folder: str) -> int:
+        v = tree.get(self.objs, self.dst_folders, folder_key(folder))
+        return int(v[1]) if v is not None and v[0] == folder else 0
+
+    def check(self, fn: str) -> None:
+        i = fn.rfind("/")
+        while i > 0:
+            d = fn[:i]
+            self.delta[d] = self.delta.get(d, 0) + 1
+            if d not in self.not_items:
+                v = tree.get(self.objs, self.dst_paths, path_key(d))
+                if v is not None and v[0] == d:
+                    raise inside_item_error(fn, d)
+                self.not_items.add(d)
+            i = fn.rfind("/", 0, i)
+        if self.count(fn):
+            inner = next(name for _, (name, _iid) in tree.items(self.objs, self.dst_paths)
+                         if name.startswith(fn + "/"))
+            raise holds_items_error(fn, inner)
+
+    def new_root(self) -> bytes:
+        changes: dict[bytes, Any] = {folder_key(f): [f, self.count(f) + d] for f, d in self.delta.items()}
+        return tree.apply(self.objs, self.dst_folders, changes, canonical=True)
+
+
 def _clone_into(src: Dataset, c: Commit, src_head: bytes, filters: Any, info: dict[str, Any],
                 dst_dataset: Any, target_directory: str | None, with_ann: bool, with_meta: bool,
                 with_status: bool, message: str) -> Dataset:
@@ -161,6 +202,7 @@ def _clone_into(src: Dataset, c: Commit, src_head: bytes, filters: Any, info: di
     layers: dict[str, Any] = dict(d.layers)
     changes: dict[str, dict[bytes, Any]] = {k: {} for k in layers}
     path_changes: dict[bytes, Any] = {}
+    clash = _FolderCheck(objs, dst_paths, repo.folder_index(dst_items))
     for iid, irec in tree.items(objs, c.layers["items"] or tree.EMPTY):
         if chosen is not None and iid not in chosen:
             continue
@@ -171,6 +213,7 @@ def _clone_into(src: Dataset, c: Commit, src_head: bytes, filters: Any, info: di
         pk = path_key(fn)
         if tree.get(objs, dst_paths, pk) is not None or pk in path_changes:
             raise UsageError(f"Item already exists at {fn}")
+        clash.check(fn)
         path_changes[pk] = [fn, iid]
         changes["items"][iid] = dict(irec, filename=fn)
         for layer, flag in (("annotations", with_ann), ("metadata", with_meta), ("status", with_status)):
@@ -187,5 +230,5 @@ def _clone_into(src: Dataset, c: Commit, src_head: bytes, filters: Any, info: di
                  time=now_iso())
     new_paths = tree.apply(objs, dst_paths, path_changes)
     repo.publish(ds=dst.record, expected_head=dst_head, commit=new,
-                 path_index=(layers["items"], new_paths))
+                 path_index=(layers["items"], new_paths), folders=clash.new_root())
     return Dataset(store, dst.record)

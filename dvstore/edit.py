@@ -1,16 +1,18 @@
 """Editing a dataset: one ``Editor`` gathers changes to the four layers and publishes them as
 one version. It owns how user-level edits (add a file, set annotations, update metadata,
-set a status, rename, delete) become layer changes, keeps filenames unique, and keeps the
-derived filename index in step. The write itself is ``Repository.publish``.
+set a status, rename, delete) become layer changes, keeps filenames unique and never lets an
+item name also be a folder of other items (``/a`` beside ``/a/b``: no checkout could hold
+both), and keeps the derived filename index in step. The write itself is ``Repository.publish``.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from typing import Any
 
 from dvstore import codec, tree
-from dvstore.errors import NotFoundError, UsageError
+from dvstore.errors import InvalidNameError, NotFoundError, UsageError
 from dvstore.hashing import Digest
 from dvstore.io import imageinfo
 from dvstore.model import (
@@ -25,9 +27,21 @@ from dvstore.model import (
     normalize_filename,
     now_iso,
 )
-from dvstore.repo import ANNSET, RECIPE, DatasetRecord, Repository, path_key
+from dvstore.repo import ANNSET, RECIPE, DatasetRecord, Repository, folder_key, path_key
 from dvstore.storage.blobs import SMALL_MAX
 from dvstore.tree import DELETE
+
+
+def inside_item_error(name: str, item: str) -> InvalidNameError:
+    """``name`` would sit in folder ``item``, which is an item: a version must not hold both."""
+    return InvalidNameError(f"item {name} would be inside {item}, which is an item",
+                            hint="an item and a folder cannot share a name; rename one of them")
+
+
+def holds_items_error(name: str, inner: str) -> InvalidNameError:
+    """``name`` is a folder (``inner`` is an item in it): it cannot also be an item."""
+    return InvalidNameError(f"item {name} would be a folder too: {inner} is an item inside it",
+                            hint="an item and a folder cannot share a name; rename one of them")
 
 
 def normalize_annotation(a: Any) -> tuple[dict[str, Any], Any]:
@@ -83,6 +97,12 @@ class Editor:
         self._now = now_iso()
         self._path_all: dict[str, bytes] | None = None
         self._items_all: dict[bytes, Any] | None = None
+        # Folders: the base version's folder index (loaded when a new name first needs it)
+        # plus this edit's changes to the item count below each folder. "Is this name a
+        # folder?" is then one dict lookup and at most one trie lookup.
+        self._dir_root: Digest | None = tree.EMPTY if self._path_root == tree.EMPTY else None
+        self._dir_delta: dict[str, int] = {}
+        self.folders_root: Digest | None = None  # set by prepare(); None: not known
 
     def prefetch(self) -> None:
         """Load the filename index and the items layer into memory for a bulk edit.
@@ -140,6 +160,7 @@ class Editor:
         given = system or {}
         system = {k: given[k] for k in sorted(given) if k in INTRINSIC_SYSTEM}
         if iid is None:
+            self._add_name(filename)
             iid = new_item_id()
             rec = {"blob": blob, "createdAt": self._now, "filename": filename, "hidden": False,
                    "mimetype": mimetype, "size": size, "system": system}
@@ -180,18 +201,103 @@ class Editor:
         iid = self._require(filename)
         for layer in LAYERS:
             self.changes[layer][iid] = DELETE
-        self._paths[normalize_filename(filename)] = None
+        filename = normalize_filename(filename)
+        self._paths[filename] = None
+        self._unlink(filename)
 
     def rename(self, old: str, new: str) -> None:
         iid = self._require(old)
+        old = normalize_filename(old)
         new = normalize_filename(new)
-        if self.item_id(new) is not None:
+        if self.item_id(new, normalized=True) is not None:
             raise UsageError(f"Item already exists at {new}")
         rec = self.current("items", iid)
         assert rec is not None
+        # The old name goes first: /a/b -> /a leaves no folder /a behind, /a -> /a/b no item /a.
+        self._paths[old] = None
+        self._unlink(old)
+        try:
+            self._add_name(new)
+        except InvalidNameError:
+            self._paths[old] = iid
+            self._link(old)
+            raise
         self.changes["items"][iid] = dict(rec, filename=new)
-        self._paths[normalize_filename(old)] = None
         self._paths[new] = iid
+
+    # -- item names and folders ----------------------------------------------------------
+    #
+    # Rule: no name of the pending version is both an item and a folder of other items.
+    # The base version keeps it (every version the store makes does), so only a name that
+    # becomes an item can break it, in two ways: one of its folders is an item, or it is a
+    # folder already.
+
+    def _base_folders(self) -> Digest:
+        if self._dir_root is None:
+            self._dir_root = self.repo.folder_index(self.base.layers["items"] or tree.EMPTY)
+        return self._dir_root
+
+    def _base_count(self, root: bytes, folder: str) -> int:
+        if root == tree.EMPTY:
+            return 0
+        v = tree.get(self.objects, root, folder_key(folder))
+        return int(v[1]) if v is not None and v[0] == folder else 0
+
+    def _folder_count(self, folder: str) -> int:
+        """Items below ``folder`` in the pending version (0: not a folder)."""
+        return self._dir_delta.get(folder, 0) + self._base_count(self._base_folders(), folder)
+
+    def _add_name(self, filename: str) -> None:
+        """Record ``filename`` (normalised, not an item now) as an item, or raise InvalidNameError."""
+        if self._folder_count(filename):
+            raise holds_items_error(filename, self._some_item_in(filename))
+        node = filename
+        while (i := node.rfind("/")) > 0:
+            node = node[:i]
+            if self._folder_count(node):
+                break  # an existing folder: it is no item, nor is any folder above it
+            if self.item_id(node, normalized=True) is not None:
+                raise inside_item_error(filename, node)
+        self._link(filename)
+
+    def _link(self, filename: str, step: int = 1) -> None:
+        delta = self._dir_delta
+        node = filename
+        while (i := node.rfind("/")) > 0:
+            node = node[:i]
+            delta[node] = delta.get(node, 0) + step
+
+    def _unlink(self, filename: str) -> None:
+        self._link(filename, -1)
+
+    def _prepare_folders(self) -> Digest | None:
+        """The pending version's folder index root, or None when the base has none recorded
+        and this edit did not need it (it is rebuilt when some later edit does)."""
+        base = self._dir_root
+        if base is None:
+            base = self.repo.stored_folder_index(self.base.layers["items"] or tree.EMPTY)
+            if base is None:
+                return None
+        changes: dict[bytes, Any] = {}
+        for folder, d in self._dir_delta.items():
+            if d:
+                n = self._base_count(base, folder) + d
+                changes[folder_key(folder)] = [folder, n] if n > 0 else DELETE
+        return tree.apply(self.objects, base, changes, canonical=True) if changes else base
+
+    def _live_names(self) -> list[str]:
+        """Every item name of the pending version (reads the whole filename index)."""
+        paths = self._paths
+        base: Iterable[str] = self._path_all if self._path_all is not None else (
+            v[0] for _, v in tree.items(self.objects, self._path_root))
+        names = [fn for fn in base if fn not in paths]
+        names.extend(fn for fn, iid in paths.items() if iid is not None)
+        return names
+
+    def _some_item_in(self, folder: str) -> str:
+        """An item inside ``folder`` (for an error message): the first by name."""
+        prefix = folder + "/"
+        return min((fn for fn in self._live_names() if fn.startswith(prefix)), default=prefix + "...")
 
     def set_hidden(self, filename: str, hidden: bool) -> None:
         iid = self._require(filename)
@@ -207,7 +313,10 @@ class Editor:
         ``stored_form`` is for importers that build annotations exactly as they are stored
         (canonical, no QA status, no volatile fields): they skip normalisation.
         """
-        iid = self._require(filename)
+        return self.set_item_annotations(self._require(filename), annotations, stored_form=stored_form)
+
+    def set_item_annotations(self, iid: bytes, annotations: list[Any], *, stored_form: bool = False) -> list[str]:
+        """``set_annotations`` for an item id the caller looked up (bulk importers)."""
         if not isinstance(annotations, list):
             raise UsageError("annotations must be a list")
         annset: dict[str, Any] = {}
@@ -215,7 +324,7 @@ class Editor:
         for a in annotations:
             stored, status = (a, None) if stored_form else normalize_annotation(a)
             if stored["id"] in annset:
-                raise UsageError(f"duplicate annotation id {stored['id']} on {filename}")
+                raise UsageError(f"duplicate annotation id {stored['id']} on {self._name_of(iid)}")
             annset[stored["id"]] = stored
             if status is not None:
                 qa[stored["id"]] = status
@@ -231,6 +340,10 @@ class Editor:
             st["annotations"] = qa
             self._put_status(iid, st)
         return list(annset)
+
+    def _name_of(self, iid: bytes) -> str:
+        rec = self.current("items", iid)
+        return str(rec["filename"]) if rec else iid.hex()
 
     def add_annotation(self, filename: str, annotation: dict[str, Any]) -> str:
         iid = self._require(filename)
@@ -344,7 +457,8 @@ class Editor:
             recipe_id = self.objects.put(RECIPE, self.recipe)
         if layers == self.base.layers and recipe_id == self.base.recipe:
             return None
-        new_path_root = tree.apply(self.objects, self._path_root, path_changes)
+        new_path_root = tree.apply(self.objects, self._path_root, path_changes, canonical=True)  # [str, bytes]
+        self.folders_root = self._prepare_folders()
         c = Commit(layers=layers, recipe=recipe_id, parents=(self.base_id,), op=self.op,
                    info={}, author=self.author, message=self.message, time=now_iso())
         return c, new_path_root
@@ -365,5 +479,6 @@ class Editor:
         items_root = c.layers["items"]
         assert items_root is not None
         self.committed = self.repo.publish(ds=self.ds, expected_head=self.base_id, commit=c,
-                                           extra=self.run_extra, path_index=(items_root, new_path_root))
+                                           extra=self.run_extra, path_index=(items_root, new_path_root),
+                                           folders=self.folders_root)
         return self.committed

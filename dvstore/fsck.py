@@ -49,8 +49,9 @@ from dvstore.errors import CorruptionError, CorruptObjectError, DvsError, Locked
 from dvstore.hashing import CHUNK, hash_bytes, new_hasher
 from dvstore.locks import store_lock
 from dvstore.maintenance import Issue, Walk, read_roots, verify_object
-from dvstore.repo import Repository, path_key
+from dvstore.repo import Repository, build_folder_index, parse_index_key, path_key
 from dvstore.storage.blobs import fsync_dir
+from dvstore.storage.objects import MemoryObjectStore
 
 INDEX_CORRUPT = "index-corrupt"
 REBUILD_HINT = "run 'dvs fsck --rebuild' (stop other dvs processes first); see docs/reliability.md"
@@ -190,27 +191,34 @@ def _check(repo: Repository, rep: FsckReport, read_data: bool) -> None:
 def _check_index(repo: Repository, rep: FsckReport, walk: Walk, live: set[bytes]) -> None:
     """Derived path indexes: a broken one for a live items root is a finding (lookups use it)."""
     for k, v in repo.db.scan("index"):
-        iroot = k[len(b"path:"):]
-        if not k.startswith(b"path:") or len(iroot) != 32 or len(v) != 32:
+        parsed = parse_index_key(k)
+        if parsed is None or len(v) != 32:
             rep.findings.append(Issue("index-derived", repr(k[:40]), f"malformed derived index entry -- {REBUILD_HINT}"))
             continue
+        kind, iroot = parsed
+        what = "path index" if kind == b"path:" else "folder index"
         if iroot not in walk.items_roots:
-            rep.note("index-unreferenced", iroot.hex(), "path index of an items root no version uses (gc drops it)")
+            rep.note("index-unreferenced", iroot.hex(), f"{what} of an items root no version uses (gc drops it)")
             continue
         got = walk.path_tree(v)
         if isinstance(got, str):
-            rep.findings.append(Issue("index-derived", iroot.hex(), f"path index is broken: {got} -- {REBUILD_HINT}"))
+            rep.findings.append(Issue("index-derived", iroot.hex(), f"{what} is broken: {got} -- {REBUILD_HINT}"))
             continue
         nodes, entries = got
         expected: dict[bytes, Any] = {}
         try:
-            for iid, irec in tree.items(repo.objects, iroot):
-                expected[path_key(irec["filename"])] = [irec["filename"], iid]
+            names = [irec["filename"] for _, irec in tree.items(repo.objects, iroot)] if kind == b"dirs:" else []
+            if kind == b"path:":
+                for iid, irec in tree.items(repo.objects, iroot):
+                    expected[path_key(irec["filename"])] = [irec["filename"], iid]
         except (DvsError, KeyError, TypeError):
             continue  # the items tree itself is damaged: reported by the walk
+        if kind == b"dirs:":
+            scratch = MemoryObjectStore()
+            expected = dict(tree.items(scratch, build_folder_index(scratch, names)))
         if expected != entries:
             rep.findings.append(Issue("index-derived", iroot.hex(),
-                                      f"path index does not match the items layer -- {REBUILD_HINT}"))
+                                      f"{what} does not match the items layer -- {REBUILD_HINT}"))
             continue
         live |= nodes
 

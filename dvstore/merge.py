@@ -17,7 +17,7 @@ recipes, choose the merge base, or publish anything; ``dvstore.merging`` does th
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -450,16 +450,68 @@ class PathOutcome:
     modified: int = 0
 
 
-def _free_name(filename: str, taken: set[str], holder: Any) -> str:
+def _free_name(filename: str, taken: set[str], holder: Any, folders: _Folders) -> str:
     d, name = split_filename(filename)
     stem, ext = posixpath.splitext(name)
     prefix = "" if d == "/" else d
     n = 1
     while True:
         cand = f"{prefix}/{stem}_{n}{ext}"
-        if cand not in taken and holder(cand) is None:
+        if cand not in taken and holder(cand) is None and folders.find(cand, ours=True) is None:
             return cand
         n += 1
+
+
+class _Folders:
+    """The folders of a merge result, each with the first item met inside it.
+
+    Those of the changed items are known at once (a rename keeps an item in its folder);
+    those of ours' items the merge did not touch need one pass over ours' filename index,
+    made only when asked.
+    """
+
+    def __init__(self, store: ObjectStore, ours_paths: bytes, changed: dict[str, bytes],
+                 touched: set[bytes]) -> None:
+        self.store = store
+        self.ours_paths = ours_paths
+        self.touched = touched
+        self.changed: dict[str, tuple[str, bytes]] = {}
+        for fn in sorted(changed):
+            _add_folders(self.changed, fn, changed[fn])
+        self._ours: dict[str, tuple[str, bytes]] | None = None
+
+    def find(self, fn: str, *, ours: bool) -> tuple[str, bytes] | None:
+        """An item inside folder ``fn`` (name, id), or None; ``ours``: look at ours' items too."""
+        found = self.changed.get(fn)
+        if found is not None or not ours:
+            return found
+        if self._ours is None:
+            self._ours = {}
+            for _, (name, k) in tree.items(self.store, self.ours_paths):
+                if k not in self.touched:
+                    _add_folders(self._ours, name, k)
+        return self._ours.get(fn)
+
+
+def _add_folders(folders: dict[str, tuple[str, bytes]], filename: str, key: bytes) -> None:
+    """Record the folders of ``filename`` (each with the first item met inside it)."""
+    i = filename.rfind("/")
+    while i > 0:
+        d = filename[:i]
+        if d in folders:
+            return
+        folders[d] = (filename, key)
+        i = filename.rfind("/", 0, i)
+
+
+def _ancestors(filename: str) -> list[str]:
+    """The folders of ``filename``, innermost first ("/a/b/c" -> ["/a/b", "/a"])."""
+    out = []
+    i = filename.rfind("/")
+    while i > 0:
+        out.append(filename[:i])
+        i = filename.rfind("/", 0, i)
+    return out
 
 
 def resolve_paths(store: ObjectStore, ours_items: bytes, ours_paths: bytes, result_items: bytes, *,
@@ -472,6 +524,13 @@ def resolve_paths(store: ObjectStore, ours_items: bytes, ours_paths: bytes, resu
     that ours held at that path, else the smallest id. Every other one is renamed
     ``{stem}_{n}{ext}`` with the smallest free n >= 1, in (filename, id) order, or, under
     policy ``fail``, reported as a ``path`` conflict.
+
+    Then no item may also be a folder of other items (``/a`` beside ``/a/b``: no checkout
+    could hold both). Such an item, whichever side it came from, is renamed the same way to
+    a name that is neither an item nor a folder (the items inside the folder keep their
+    paths), or, under ``fail``, reported as a ``path`` conflict. Finding one needs ours'
+    folders only when a changed item takes a name ours did not hold: then ours' filename
+    index is read once, O(ours' items); otherwise the check is O(changes) look-ups.
 
     Args:
         store: The object store.
@@ -502,18 +561,27 @@ def resolve_paths(store: ObjectStore, ours_items: bytes, ours_paths: bytes, resu
     out.removed = len(removed)
     touched = set(changed) | set(removed)
 
+    in_ours: dict[str, bytes | None] = {}
+
+    def ours_at(fn: str) -> bytes | None:
+        """The item ours holds at ``fn``, if any (touched by the merge or not)."""
+        if fn in in_ours:
+            return in_ours[fn]
+        v = tree.get(store, ours_paths, path_key(fn))
+        h: bytes | None = v[1] if v is not None and v[0] == fn else None
+        in_ours[fn] = h
+        return h
+
     def holder(fn: str) -> bytes | None:
         """The ours item still at ``fn`` in the result (untouched by the merge), if any."""
-        v = tree.get(store, ours_paths, path_key(fn))
-        if v is None or v[0] != fn or v[1] in touched:
-            return None
-        h: bytes = v[1]
-        return h
+        h = ours_at(fn)
+        return None if h is None or h in touched else h
 
     claims: dict[str, list[bytes]] = {}
     for k, cur in changed.items():
         claims.setdefault(str(cur["filename"]), []).append(k)
     taken = set(claims)
+    folders = _Folders(store, ours_paths, {fn: keys[0] for fn, keys in claims.items()}, touched)
     renames: dict[bytes, str] = {}
     for fn in sorted(claims):
         keys = sorted(claims[fn])
@@ -532,10 +600,11 @@ def resolve_paths(store: ObjectStore, ours_items: bytes, ours_paths: bytes, resu
                     detail=f"{fn} is held by two items ({kept.hex()[:12]} and {k.hex()[:12]})",
                     item=k.hex(), ours=kept.hex(), theirs=k.hex()))
                 continue
-            new_name = _free_name(fn, taken, holder)
+            new_name = _free_name(fn, taken, holder, folders)
             taken.add(new_name)
             renames[k] = new_name
             out.renamed.append((k.hex(), fn, new_name))
+    _settle_folders(store, ours_items, policy, changed, before, renames, taken, folders, ours_at, holder, out)
     if out.conflicts:
         return out
     item_changes: dict[bytes, Any] = {}
@@ -553,6 +622,51 @@ def resolve_paths(store: ObjectStore, ours_items: bytes, ours_paths: bytes, resu
         path_changes[path_key(rec["filename"])] = [rec["filename"], k]
     out.paths = tree.apply(store, ours_paths, path_changes)
     return out
+
+
+def _settle_folders(store: ObjectStore, ours_items: bytes, policy: str, changed: dict[bytes, Any],
+                    before: dict[bytes, Any], renames: dict[bytes, str], taken: set[str], folders: _Folders,
+                    ours_at: Callable[[str], bytes | None], holder: Callable[[str], bytes | None],
+                    out: PathOutcome) -> None:
+    """Rename (or, under ``fail``, report) every item of the result that is also a folder.
+
+    The result is ours' untouched items plus ``changed`` under their final names. Ours
+    alone has no such item, so every clash involves a changed item: one inside an item, or
+    one that is a folder. Ours' folders are needed only for a changed item whose name ours
+    did not hold (a name ours held was no folder of ours).
+    """
+    final: dict[str, bytes] = {}
+    for k, rec in changed.items():
+        final.setdefault(renames.get(k) or str(rec["filename"]), k)
+    files: dict[str, tuple[bytes, str, bytes]] = {}  # item that is a folder -> (its id, an item inside, its id)
+    for fn in sorted(final):
+        k = final[fn]
+        new = ours_at(fn) is None
+        for d in _ancestors(fn):
+            if d in final:
+                files.setdefault(d, (final[d], fn, k))
+            elif new and (h := holder(d)) is not None:
+                files.setdefault(d, (h, fn, k))
+        found = folders.find(fn, ours=new)
+        if found is not None:
+            files.setdefault(fn, (k, *found))
+    for fn in sorted(files):
+        k, inner, inner_k = files[fn]
+        if policy == "fail":
+            out.conflicts.append(Conflict(
+                kind="path", filename=fn, path="filename",
+                detail=f"{fn} is an item and a folder ({inner} is an item inside it)",
+                item=k.hex(), ours=inner_k.hex(), theirs=k.hex()))
+            continue
+        if k not in changed:  # an ours item the merge did not touch
+            rec = tree.get(store, ours_items, k)
+            assert rec is not None
+            changed[k] = before[k] = rec
+            out.modified += 1
+        new_name = _free_name(fn, taken, holder, folders)
+        taken.add(new_name)
+        renames[k] = new_name
+        out.renamed.append((k.hex(), fn, new_name))
 
 
 # --------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import os
 import re
 import struct
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +39,7 @@ from dvstore.locks import store_lock
 from dvstore.model import FORMAT, Commit, now_iso, validate_dataset_name
 from dvstore.storage.blobs import BlobStore
 from dvstore.storage.db import Database, WriteTxn
-from dvstore.storage.objects import LmdbObjectStore
+from dvstore.storage.objects import LmdbObjectStore, ObjectStore
 
 STORE_DIR = ".dvs"
 CONFIG = "config.json"
@@ -208,6 +208,7 @@ class Repository:
         create: DatasetRecord | None = None,
         extra: Callable[[WriteTxn], None] | None = None,
         path_index: tuple[bytes, bytes] | None = None,
+        folders: bytes | None = None,
     ) -> Digest:
         """Make ``commit`` the new head of ``ds`` (or of the new dataset ``create``).
 
@@ -245,6 +246,8 @@ class Repository:
             t.put("refs", key, cid)
             if path_index is not None:
                 t.put("index", b"path:" + path_index[0], path_index[1])
+                if folders is not None:
+                    t.put("index", b"dirs:" + path_index[0], folders)
             if extra is not None:
                 extra(t)
             self._append_reflog(t, target, old, cid, commit.op, op_message or commit.message)
@@ -377,6 +380,52 @@ class Repository:
         return root
 
 
+    def stored_folder_index(self, items_root: bytes) -> Digest | None:
+        """The recorded folder index of ``items_root``, or None (never rebuilds)."""
+        if items_root == tree.EMPTY:
+            return tree.EMPTY
+        raw = self.db.get("index", b"dirs:" + items_root)
+        return Digest(raw) if raw is not None and self.objects.has(raw) else None
+
+    def folder_index(self, items_root: bytes) -> Digest:
+        """Root of the folder -> item count tree for ``items_root``; rebuilt if missing.
+
+        Every folder that holds items, at any depth, maps to ``[folder, items below it]``
+        under ``folder_key(folder)``. It answers "is this name a folder?" in one lookup.
+        """
+        root = self.stored_folder_index(items_root)
+        if root is not None:
+            return root
+        return build_folder_index(self.objects, (v[0] for _, v in tree.items(self.objects, self.path_index(items_root))))
+
+
+def build_folder_index(objects: ObjectStore, filenames: Iterable[str]) -> Digest:
+    """Build the folder index of a version from its item names."""
+    counts: dict[str, int] = {}
+    for fn in filenames:
+        node = fn
+        while (i := node.rfind("/")) > 0:
+            node = node[:i]
+            counts[node] = counts.get(node, 0) + 1
+    return tree.build(objects, ((folder_key(f), [f, n]) for f, n in counts.items()), canonical=True)
+
+
 def path_key(filename: str) -> bytes:
     """Key of a filename in the derived path index."""
     return hash_bytes(filename.encode("utf-8"))[:16]
+
+
+INDEX_KINDS = (b"path:", b"dirs:")
+
+
+def parse_index_key(k: bytes) -> tuple[bytes, bytes] | None:
+    """(kind, items root) of an ``index`` database key, or None for a malformed key."""
+    for kind in INDEX_KINDS:
+        if k.startswith(kind) and len(k) == len(kind) + 32:
+            return kind, k[len(kind):]
+    return None
+
+
+def folder_key(folder: str) -> bytes:
+    """Key of a folder ("/a/b") in the derived folder index."""
+    return hash_bytes(b"dir:" + folder.encode("utf-8"))[:16]

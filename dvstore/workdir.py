@@ -1109,7 +1109,8 @@ def _publish_folder(wd: _Workdir, e: Editor, result: CommitResult) -> None:
         items_root = mine.layers["items"]
         assert items_root is not None
         result.version = result.folder_version = repo.publish(
-            ds=wd.record, expected_head=head, commit=mine, extra=e.run_extra, path_index=(items_root, mine_paths))
+            ds=wd.record, expected_head=head, commit=mine, extra=e.run_extra, path_index=(items_root, mine_paths),
+            folders=e.folders_root)
         return
     from dvstore import merging
 

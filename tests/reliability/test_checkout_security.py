@@ -218,8 +218,6 @@ def test_nfc_nfd_siblings_and_file_folder_clash_refused_by_dvs_add(tmp_path: Pat
     assert r.rc == 2 and "same item" in r.err
 
 
-@pytest.mark.xfail(strict=True, reason="Editor accepts an item and a folder of the same name (/a and /a/b); "
-                                       "only checkout refuses it")
 def test_file_and_folder_clash_rejected_at_ingest(tmp_path: Path) -> None:
     store = Store.init(str(tmp_path / "store"))
     ds = store.datasets.create("ds")

@@ -139,6 +139,11 @@ COMPONENTS: dict[str, Callable[[str], Side]] = {
                        "y": {K2: dict(BASE_ITEM, items=rec(blob=BY))},
                        "x+y": {K: dict(BASE_ITEM, items=rec(blob=BX)),
                                K2: dict(BASE_ITEM, items=rec(blob=BY, filename="/a_1.jpg"))}}[s],
+    # Ours adds the item /img, theirs /img/b.jpg: the item that is also a folder is renamed.
+    "item and folder": lambda s: {ABSENT: {}, "x": {K: dict(BASE_ITEM, items=rec(filename="/img", blob=BX))},
+                                  "y": {K2: dict(BASE_ITEM, items=rec(filename="/img/b.jpg", blob=BY))},
+                                  "x+y": {K: dict(BASE_ITEM, items=rec(filename="/img_1", blob=BX)),
+                                          K2: dict(BASE_ITEM, items=rec(filename="/img/b.jpg", blob=BY))}}[s],
 }
 # Modifiers in the component column: the same values, merged differently.
 MODIFIERS = {
@@ -196,7 +201,7 @@ def run(case: dict[str, str], strategy: str) -> tuple[Side, dict[str, bytes | No
     fix = COMPONENTS[comp]
     store = MemoryObjectStore()
     # An absent item in the base is the empty version (no common ancestor), as merging does.
-    base_layers = empty_layers() if comp in ("item", "path") and case["base"] == ABSENT \
+    base_layers = empty_layers() if comp in ("item", "path", "item and folder") and case["base"] == ABSENT \
         else to_layers(store, fix(case["base"]))
     ours = to_layers(store, fix(case["ours"]))
     if case["theirs"] == NOT_HELD:
