@@ -368,13 +368,21 @@ def _load_annotations(annotations: str | None, fmt: str | None, paths: list[str]
 def _apply_annotations(editor: Editor, by_file: dict[str, list[dict[str, Any]]],
                        extras: dict[str, dict[str, Any]], stats: IngestStats,
                        added: list[str] | None = None, *, stored_form: bool = False) -> None:
+    """Set the annotations (and Dataloop extras) of the added items; consumes ``by_file``."""
     # Dataloop's own exports name a json after the item's stem (json/a/1.json for items/a/1.jpg);
     # dvs checkouts use the full name (json/a/1.jpg.json). Accept both.
     stems: dict[str, list[str]] = {}
     for fn in added or []:
         stem = fn.rsplit(".", 1)[0] if "." in fn.rsplit("/", 1)[-1] else fn
         stems.setdefault(stem, []).append(fn)
-    for key in sorted(by_file):  # keys and stems are normalised filenames already
+    objects = editor.repo.objects
+    for n, key in enumerate(sorted(by_file)):  # keys and stems are normalised filenames already
+        if n % WINDOW == WINDOW - 1 and objects.pending_size() >= FLUSH_BYTES:
+            # Annotation sets are final objects: like blobs, they can be stored ahead of the
+            # version (harmless garbage if it never comes) instead of waiting in memory.
+            editor.repo.db.ensure_room(objects.pending_size())
+            editor.repo.db.write(objects.write_pending)
+            objects.committed()
         fn = key
         iid = editor.item_id(fn, normalized=True)
         if iid is None and len(stems.get(key, [])) == 1:
@@ -384,7 +392,7 @@ def _apply_annotations(editor: Editor, by_file: dict[str, list[dict[str, Any]]],
         if iid is None:
             stats.skipped.append(key)
             continue
-        anns = [dict(a, id=_stable_annotation_id(iid, a)) for a in by_file[key]]
+        anns = [dict(a, id=_stable_annotation_id(iid, a)) for a in by_file.pop(key)]  # freed as we go
         # COCO annotations come in stored form; an unchanged set hashes to the same object.
         editor.set_item_annotations(iid, anns, stored_form=stored_form)
         extra = extras.get(fn)

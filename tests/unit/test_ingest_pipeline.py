@@ -141,3 +141,35 @@ def test_long_ingest_flushes_blobs_and_stat_rows_early(tmp_path: Path, monkeypat
         name = "/" + os.path.basename(p)
         assert ds.items.get(name).read() == Path(p).read_bytes()
     assert store.fsck(read_data=True).ok
+
+
+def test_annotation_sets_are_flushed_early_and_all_land(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    monkeypatch.setattr(ingest, "FLUSH_BYTES", 1024)
+    monkeypatch.setattr(ingest, "WINDOW", 32)
+    files = _files(tmp_path / "src", 300)
+    coco = {"images": [{"id": i, "file_name": os.path.basename(p)} for i, (p, _) in enumerate(files)],
+            "categories": [{"id": 1, "name": "thing"}],
+            "annotations": [{"id": 1000 + i, "image_id": i, "category_id": 1, "bbox": [1, 2, 3, 4]}
+                            for i in range(len(files))]}
+    (tmp_path / "coco.json").write_text(json.dumps(coco))
+    store = Store.init(str(tmp_path / "store"))
+    ds = store.datasets.create("ds")
+    objects = store.repo.objects
+    flushed = []
+    real = objects.committed
+
+    def counting_committed() -> None:
+        flushed.append(len(objects.pending))
+        real()
+
+    monkeypatch.setattr(objects, "committed", counting_committed)
+    with ds.edit("add") as e:
+        stats = ingest.ingest(e, [str(tmp_path / "src")], annotations=str(tmp_path / "coco.json"), fmt="coco")
+    assert stats.annotated == 300
+    assert len(flushed) > 2  # some before the version's own transaction
+    for p, _ in files:
+        [a] = ds.items.get("/" + os.path.basename(p)).annotations
+        assert a["label"] == "thing" and a["coordinates"][1] == {"x": 4, "y": 6, "z": 0}
+    assert store.fsck().ok
