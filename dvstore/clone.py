@@ -14,8 +14,16 @@ from typing import TYPE_CHECKING, Any
 from dvstore import perf, tree
 from dvstore.edit import holds_items_error, inside_item_error
 from dvstore.errors import NotFoundError, UsageError
-from dvstore.model import Commit, default_author, new_item_id, normalize_dir, normalize_filename, now_iso
-from dvstore.repo import ANNSET, DatasetRecord, folder_key, path_key
+from dvstore.model import (
+    Commit,
+    count_folders,
+    default_author,
+    new_item_id,
+    normalize_dir,
+    normalize_filename,
+    now_iso,
+)
+from dvstore.repo import ANNSET, DatasetRecord, apply_folder_delta, folder_key, path_key
 from dvstore.storage.objects import ObjectStore
 from dvstore.views import LazyItemView, annotations_json
 
@@ -160,9 +168,9 @@ class _FolderCheck:
 
     def check(self, fn: str) -> None:
         i = fn.rfind("/")
+        count_folders(self.delta, fn, 1)
         while i > 0:
             d = fn[:i]
-            self.delta[d] = self.delta.get(d, 0) + 1
             if d not in self.not_items:
                 v = tree.get(self.objs, self.dst_paths, path_key(d))
                 if v is not None and v[0] == d:
@@ -175,8 +183,7 @@ class _FolderCheck:
             raise holds_items_error(fn, inner)
 
     def new_root(self) -> bytes:
-        changes: dict[bytes, Any] = {folder_key(f): [f, self.count(f) + d] for f, d in self.delta.items()}
-        return tree.apply(self.objs, self.dst_folders, changes, canonical=True)
+        return apply_folder_delta(self.objs, self.dst_folders, self.delta)
 
 
 def _clone_into(src: Dataset, c: Commit, src_head: bytes, filters: Any, info: dict[str, Any],

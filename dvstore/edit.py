@@ -21,13 +21,22 @@ from dvstore.model import (
     LAYERS,
     VOLATILE_ANNOTATION_FIELDS,
     Commit,
+    count_folders,
     default_author,
     new_annotation_id,
     new_item_id,
     normalize_filename,
     now_iso,
 )
-from dvstore.repo import ANNSET, RECIPE, DatasetRecord, Repository, folder_key, path_key
+from dvstore.repo import (
+    ANNSET,
+    RECIPE,
+    DatasetRecord,
+    Repository,
+    apply_folder_delta,
+    folder_key,
+    path_key,
+)
 from dvstore.storage.blobs import SMALL_MAX
 from dvstore.tree import DELETE
 
@@ -261,14 +270,10 @@ class Editor:
         self._link(filename)
 
     def _link(self, filename: str, step: int = 1) -> None:
-        delta = self._dir_delta
-        node = filename
-        while (i := node.rfind("/")) > 0:
-            node = node[:i]
-            delta[node] = delta.get(node, 0) + step
+        count_folders(self._dir_delta, filename, step)
 
     def _unlink(self, filename: str) -> None:
-        self._link(filename, -1)
+        count_folders(self._dir_delta, filename, -1)
 
     def _prepare_folders(self) -> Digest | None:
         """The pending version's folder index root, or None when the base has none recorded
@@ -278,12 +283,7 @@ class Editor:
             base = self.repo.stored_folder_index(self.base.layers["items"] or tree.EMPTY)
             if base is None:
                 return None
-        changes: dict[bytes, Any] = {}
-        for folder, d in self._dir_delta.items():
-            if d:
-                n = self._base_count(base, folder) + d
-                changes[folder_key(folder)] = [folder, n] if n > 0 else DELETE
-        return tree.apply(self.objects, base, changes, canonical=True) if changes else base
+        return apply_folder_delta(self.objects, base, self._dir_delta)
 
     def _live_names(self) -> list[str]:
         """Every item name of the pending version (reads the whole filename index)."""

@@ -24,7 +24,7 @@ from typing import Any
 from dvstore import codec, tree
 from dvstore.hashing import Digest, hash_bytes
 from dvstore.merge_item import ANNSET, STRATEGIES, Conflict, ItemMerger, same
-from dvstore.model import LAYERS, OPTIONAL_LAYERS, split_filename
+from dvstore.model import LAYERS, OPTIONAL_LAYERS, count_folders, split_filename
 from dvstore.storage.objects import ObjectStore
 from dvstore.tree import DELETE, EMPTY, FANOUT, MAX_DEPTH, NODE
 
@@ -439,6 +439,8 @@ class PathOutcome:
         added: Items in the result that ours did not hold.
         removed: Items ours held that the result does not.
         modified: Items both hold whose items record differs.
+        folder_delta: Change of the item count below each folder, from ours to the result
+            (carries ours' folder index forward: ``repo.apply_folder_delta``).
     """
 
     items: Digest
@@ -448,6 +450,7 @@ class PathOutcome:
     added: int = 0
     removed: int = 0
     modified: int = 0
+    folder_delta: dict[str, int] = field(default_factory=dict)
 
 
 def _free_name(filename: str, taken: set[str], holder: Any, folders: _Folders) -> str:
@@ -621,6 +624,15 @@ def resolve_paths(store: ObjectStore, ours_items: bytes, ours_paths: bytes, resu
     for k, rec in changed.items():
         path_changes[path_key(rec["filename"])] = [rec["filename"], k]
     out.paths = tree.apply(store, ours_paths, path_changes)
+    delta = out.folder_delta
+    for rec in removed.values():
+        count_folders(delta, rec["filename"], -1)
+    for k, rec in changed.items():
+        old = before.get(k)
+        if old is None or old["filename"] != rec["filename"]:
+            if old is not None:
+                count_folders(delta, old["filename"], -1)
+            count_folders(delta, rec["filename"], 1)
     return out
 
 

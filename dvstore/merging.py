@@ -42,7 +42,7 @@ from dvstore.model import (
     now_iso,
     validate_dataset_name,
 )
-from dvstore.repo import RECIPE, DatasetRecord, Repository
+from dvstore.repo import RECIPE, DatasetRecord, Repository, apply_folder_delta
 
 __all__ = [
     "History",
@@ -216,6 +216,7 @@ class MergePlan:
         merge_name: The new dataset's name, else None.
         layers: The result's layer roots, projection applied.
         path_root: Root of the result's filename index.
+        folders_root: Root of the result's folder index (None: rebuilt when an edit needs it).
         recipe: The result's recipe record; ``recipe_oid`` its object id.
         conflicts: Every conflict met, resolved (by the strategy) or not.
         renamed: ``(item id hex, old filename, new filename)`` for path collisions.
@@ -235,6 +236,7 @@ class MergePlan:
     path_root: Digest
     recipe: dict[str, Any]
     recipe_oid: Digest
+    folders_root: Digest | None = None
     conflicts: list[Conflict] = field(default_factory=list)
     renamed: list[tuple[str, str, str]] = field(default_factory=list)
     bases: list[str | None] = field(default_factory=list)
@@ -415,6 +417,7 @@ def plan_merge(store: Store, sources: Sequence[Any], *, target: Any = None, merg
     acc: dict[str, bytes | None] = dict(ours.commit.layers)
     acc_items: bytes = acc["items"] or tree.EMPTY
     acc_paths = repo.path_index(acc_items)
+    acc_folders = repo.stored_folder_index(acc_items)
     plan = MergePlan(inputs=inputs, target=tgt, merge_name=merge_name, layers=acc, path_root=acc_paths,
                      recipe=named[0][1], recipe_oid=Digest(ours.commit.recipe), options=options, store=store)
     if tgt is not None:
@@ -463,9 +466,12 @@ def plan_merge(store: Store, sources: Sequence[Any], *, target: Any = None, merg
         acc = dict(res.layers)
         acc["items"] = acc_items = paths.items
         acc_paths = paths.paths
+        if acc_folders is not None:
+            acc_folders = apply_folder_delta(objs, acc_folders, paths.folder_delta)
         heads.append(theirs.head)
     plan.layers = acc
     plan.path_root = acc_paths
+    plan.folders_root = acc_folders
     plan.recipe = recipe
     plan.recipe_oid = Digest(ours.commit.recipe) if same(recipe, named[0][1]) else objs.put(RECIPE, recipe)
     return plan
@@ -487,14 +493,14 @@ def _publish(store: Store, plan: MergePlan, message: str) -> None:
     items_root = plan.layers["items"] or tree.EMPTY
     if plan.target is not None:
         plan.committed = repo.publish(ds=plan.target.record, expected_head=plan.target.head, commit=c,
-                                      path_index=(items_root, plan.path_root))
+                                      path_index=(items_root, plan.path_root), folders=plan.folders_root)
         plan.dataset = Dataset(store, plan.target.record)
         return
     assert plan.merge_name is not None
     rec = DatasetRecord(name=plan.merge_name, id=new_item_id(), created=now_iso(),
                         info={"src_datasets": [s.record.id_hex for s in plan.sources]})
     plan.committed = repo.publish(ds=None, expected_head=None, commit=c, create=rec,
-                                  path_index=(items_root, plan.path_root))
+                                  path_index=(items_root, plan.path_root), folders=plan.folders_root)
     plan.dataset = Dataset(store, repo.dataset(plan.merge_name))
 
 

@@ -140,6 +140,15 @@ def normalize_dir(d: str) -> str:
     return normalize_filename(d.rstrip("/") if d != "/" else d)
 
 
+def count_folders(delta: dict[str, int], filename: str, step: int) -> None:
+    """Add ``step`` to the item count of every folder above ``filename`` ("/a", "/a/b" for
+    "/a/b/c.jpg") in ``delta``."""
+    node = filename
+    while (i := node.rfind("/")) > 0:
+        node = node[:i]
+        delta[node] = delta.get(node, 0) + step
+
+
 def split_filename(filename: str) -> tuple[str, str]:
     """Return (dir, name) of a canonical filename: "/a/b.jpg" -> ("/a", "b.jpg")."""
     d, _, n = filename.rpartition("/")

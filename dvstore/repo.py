@@ -36,7 +36,7 @@ from dvstore.errors import (
 )
 from dvstore.hashing import Digest, hash_bytes, short
 from dvstore.locks import store_lock
-from dvstore.model import FORMAT, Commit, now_iso, validate_dataset_name
+from dvstore.model import FORMAT, Commit, count_folders, now_iso, validate_dataset_name
 from dvstore.storage.blobs import BlobStore
 from dvstore.storage.db import Database, WriteTxn
 from dvstore.storage.objects import LmdbObjectStore, ObjectStore
@@ -403,11 +403,20 @@ def build_folder_index(objects: ObjectStore, filenames: Iterable[str]) -> Digest
     """Build the folder index of a version from its item names."""
     counts: dict[str, int] = {}
     for fn in filenames:
-        node = fn
-        while (i := node.rfind("/")) > 0:
-            node = node[:i]
-            counts[node] = counts.get(node, 0) + 1
+        count_folders(counts, fn, 1)
     return tree.build(objects, ((folder_key(f), [f, n]) for f, n in counts.items()), canonical=True)
+
+
+def apply_folder_delta(objects: ObjectStore, root: bytes, delta: dict[str, int]) -> Digest:
+    """The folder index ``root`` with each folder's item count changed by ``delta``."""
+    changes: dict[bytes, Any] = {}
+    for folder, d in delta.items():
+        if d:
+            key = folder_key(folder)
+            v = tree.get(objects, root, key) if root != tree.EMPTY else None
+            n = (int(v[1]) if v is not None and v[0] == folder else 0) + d
+            changes[key] = [folder, n] if n > 0 else tree.DELETE
+    return tree.apply(objects, root, changes, canonical=True) if changes else Digest(root)
 
 
 def path_key(filename: str) -> bytes:

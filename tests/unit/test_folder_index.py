@@ -141,3 +141,25 @@ def _clone_named(store: Store, name: str) -> None:
     with one.edit("seed") as e:
         e.add_bytes(name, b"1")
     one.clone(dst_dataset="dst")
+
+
+def test_merges_carry_the_folder_index_forward(tmp_path: Path) -> None:
+    store = Store.init(str(tmp_path / "s"))
+    base = store.datasets.create("base")
+    with base.edit("seed") as e:
+        for i in range(12):
+            e.add_bytes(f"/b{i % 3}/x{i}.bin", b"%d" % i)
+    left = base.clone("left")
+    right = base.clone("right")
+    with left.edit("left") as e:
+        e.add_bytes("/new/l.bin", b"l")
+        e.delete("/b0/x0.bin")
+        e.rename("/b1/x1.bin", "/moved/x1.bin")
+    with right.edit("right") as e:
+        e.add_bytes("/b2/r.bin", b"r")
+        e.add_bytes("/new/deep/r.bin", b"r2")
+    store.datasets.merge("merged", [left, right])
+    assert _stored(store, "merged") == _expected(store, "merged")
+    left.merge([right])
+    assert _stored(store, "left") == _expected(store, "left")
+    assert store.fsck().ok
