@@ -598,10 +598,8 @@ def resolve_paths(store: ObjectStore, ours_items: bytes, ours_paths: bytes, resu
             if k == kept:
                 continue
             if policy == "fail":
-                out.conflicts.append(Conflict(
-                    kind="path", filename=fn, path="filename",
-                    detail=f"{fn} is held by two items ({kept.hex()[:12]} and {k.hex()[:12]})",
-                    item=k.hex(), ours=kept.hex(), theirs=k.hex()))
+                out.conflicts.append(_path_conflict(
+                    fn, f"{fn} is held by two items ({kept.hex()[:12]} and {k.hex()[:12]})", k, kept))
                 continue
             new_name = _free_name(fn, taken, holder, folders)
             taken.add(new_name)
@@ -636,6 +634,12 @@ def resolve_paths(store: ObjectStore, ours_items: bytes, ours_paths: bytes, resu
     return out
 
 
+def _path_conflict(fn: str, detail: str, item: bytes, other: bytes) -> Conflict:
+    """A ``path`` conflict (policy ``fail``): ``item`` cannot take ``fn`` because of ``other``."""
+    return Conflict(kind="path", filename=fn, path="filename", detail=detail,
+                    item=item.hex(), ours=other.hex(), theirs=item.hex())
+
+
 def _settle_folders(store: ObjectStore, ours_items: bytes, policy: str, changed: dict[bytes, Any],
                     before: dict[bytes, Any], renames: dict[bytes, str], taken: set[str], folders: _Folders,
                     ours_at: Callable[[str], bytes | None], holder: Callable[[str], bytes | None],
@@ -665,10 +669,8 @@ def _settle_folders(store: ObjectStore, ours_items: bytes, policy: str, changed:
     for fn in sorted(files):
         k, inner, inner_k = files[fn]
         if policy == "fail":
-            out.conflicts.append(Conflict(
-                kind="path", filename=fn, path="filename",
-                detail=f"{fn} is an item and a folder ({inner} is an item inside it)",
-                item=k.hex(), ours=inner_k.hex(), theirs=k.hex()))
+            out.conflicts.append(_path_conflict(
+                fn, f"{fn} is an item and a folder ({inner} is an item inside it)", k, inner_k))
             continue
         if k not in changed:  # an ours item the merge did not touch
             rec = tree.get(store, ours_items, k)

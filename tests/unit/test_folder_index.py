@@ -9,7 +9,7 @@ import pytest
 
 from dvstore import repo as repo_mod
 from dvstore import tree
-from dvstore.api import Store
+from dvstore.api import Dataset, Store
 from dvstore.errors import InvalidNameError
 from dvstore.storage.objects import MemoryObjectStore
 
@@ -82,13 +82,18 @@ def test_a_small_edit_of_a_big_dataset_does_not_read_every_name(tmp_path: Path,
     assert _stored(store, "ds") == _expected(store, "ds")
 
 
-def test_a_missing_folder_index_is_rebuilt_and_refuses_clashes(tmp_path: Path) -> None:
+def _one_item(tmp_path: Path) -> tuple[Store, Dataset, bytes]:
+    """A store with dataset ds holding /a/b.bin, and its items root."""
     store = Store.init(str(tmp_path / "s"))
     ds = store.datasets.create("ds")
     with ds.edit("seed") as e:
         e.add_bytes("/a/b.bin", b"1")
+    return store, ds, store.repo.commit(ds.head_id).layers["items"]
+
+
+def test_a_missing_folder_index_is_rebuilt_and_refuses_clashes(tmp_path: Path) -> None:
+    store, ds, items = _one_item(tmp_path)
     repo = store.repo
-    items = repo.commit(ds.head_id).layers["items"]
     repo.db.write(lambda t: t.delete("index", b"dirs:" + items))
     assert repo.stored_folder_index(items) is None
     with pytest.raises(InvalidNameError, match="would be a folder too"):
@@ -101,12 +106,8 @@ def test_a_missing_folder_index_is_rebuilt_and_refuses_clashes(tmp_path: Path) -
 
 
 def test_fsck_flags_a_folder_index_that_disagrees(tmp_path: Path) -> None:
-    store = Store.init(str(tmp_path / "s"))
-    ds = store.datasets.create("ds")
-    with ds.edit("seed") as e:
-        e.add_bytes("/a/b.bin", b"1")
+    store, _, items = _one_item(tmp_path)
     repo = store.repo
-    items = repo.commit(ds.head_id).layers["items"]
     wrong = tree.build(repo.objects, [(repo_mod.folder_key("/a"), ["/a", 5])], canonical=True)
     repo.db.write(lambda t: (repo.objects.write_pending(t), t.put("index", b"dirs:" + items, wrong)))
     repo.objects.committed()
@@ -115,12 +116,18 @@ def test_fsck_flags_a_folder_index_that_disagrees(tmp_path: Path) -> None:
     assert any("folder index does not match" in f.message for f in rep.findings)
 
 
-def test_clone_into_carries_the_folder_index_forward(tmp_path: Path) -> None:
+def _spread(tmp_path: Path, name: str, n: int) -> tuple[Store, Dataset]:
+    """A store with dataset ``name`` holding n items spread over three folders."""
     store = Store.init(str(tmp_path / "s"))
-    src = store.datasets.create("src")
-    with src.edit("seed") as e:
-        for i in range(20):
-            e.add_bytes(f"/s{i % 3}/x{i}.bin", b"%d" % i)
+    ds = store.datasets.create(name)
+    with ds.edit("seed") as e:
+        for i in range(n):
+            e.add_bytes(f"/f{i % 3}/x{i}.bin", b"%d" % i)
+    return store, ds
+
+
+def test_clone_into_carries_the_folder_index_forward(tmp_path: Path) -> None:
+    store, src = _spread(tmp_path, "src", 20)
     dst = store.datasets.create("dst")
     with dst.edit("seed") as e:
         e.add_bytes("/keep/a.bin", b"a")
@@ -144,19 +151,15 @@ def _clone_named(store: Store, name: str) -> None:
 
 
 def test_merges_carry_the_folder_index_forward(tmp_path: Path) -> None:
-    store = Store.init(str(tmp_path / "s"))
-    base = store.datasets.create("base")
-    with base.edit("seed") as e:
-        for i in range(12):
-            e.add_bytes(f"/b{i % 3}/x{i}.bin", b"%d" % i)
+    store, base = _spread(tmp_path, "base", 12)
     left = base.clone("left")
     right = base.clone("right")
     with left.edit("left") as e:
         e.add_bytes("/new/l.bin", b"l")
-        e.delete("/b0/x0.bin")
-        e.rename("/b1/x1.bin", "/moved/x1.bin")
+        e.delete("/f0/x0.bin")
+        e.rename("/f1/x1.bin", "/moved/x1.bin")
     with right.edit("right") as e:
-        e.add_bytes("/b2/r.bin", b"r")
+        e.add_bytes("/f2/r.bin", b"r")
         e.add_bytes("/new/deep/r.bin", b"r2")
     store.datasets.merge("merged", [left, right])
     assert _stored(store, "merged") == _expected(store, "merged")
