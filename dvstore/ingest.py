@@ -33,9 +33,10 @@ from dvstore.storage.blobs import SMALL_MAX
 from dvstore.storage.db import WriteTxn
 
 RACY_NS = 20_000_000
-READ_AHEAD = 8
+READ_AHEAD = 64
 CHUNK_FILES = 64
-WINDOW = 4096
+CHUNK_BYTES = 256 * 1024
+WINDOW = 16384
 FLUSH_BYTES = 16 * 1024 * 1024
 
 Progress = Callable[[int, int], None]
@@ -223,8 +224,10 @@ def ingest(editor: Editor, paths: list[str], *, to: str = "/", annotations: str 
 class _Reader:
     """Reads and hashes small files on one thread, running up to READ_AHEAD chunks ahead.
 
-    Results travel in chunks of CHUNK_FILES: a queue hand-off per file costs more than
-    reading the file.
+    Results travel in chunks of CHUNK_FILES files or CHUNK_BYTES bytes: a queue hand-off
+    per file costs more than reading the file. Read-ahead is bounded by READ_AHEAD chunks
+    (at most READ_AHEAD x (CHUNK_BYTES + SMALL_MAX) bytes, 32 MiB) so that the reader keeps
+    going while the consumer flushes a 16 MiB batch of blobs.
     """
 
     def __init__(self, files: list[tuple[str, os.stat_result]]) -> None:
@@ -249,18 +252,22 @@ class _Reader:
                 self.thread.join(0.01)
 
     def _run(self) -> None:
-        files = self.files
-        for lo in range(0, len(files), CHUNK_FILES):
+        chunk: list[tuple[Digest, bytes]] = []
+        size = 0
+        for local, st in self.files:
             if self.stop:
                 return
             try:
-                chunk: list[tuple[Digest, bytes]] | BaseException = [
-                    _read_small(local, st) for local, st in files[lo:lo + CHUNK_FILES]]
+                chunk.append(_read_small(local, st))
             except BaseException as e:  # handed to the consumer, raised there
-                chunk = e
-            self.queue.put(chunk)
-            if isinstance(chunk, BaseException):
+                self.queue.put(e)
                 return
+            size += st.st_size
+            if len(chunk) == CHUNK_FILES or size >= CHUNK_BYTES:
+                self.queue.put(chunk)
+                chunk, size = [], 0
+        if chunk:
+            self.queue.put(chunk)
 
     def next(self) -> tuple[Digest, bytes]:
         if self._pos == len(self._chunk):
