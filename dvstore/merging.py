@@ -598,6 +598,18 @@ def merge_into(target_dataset: Dataset, sources: Sequence[Any], *, with_items_an
     return Dataset(target_dataset._store, target_dataset.record)
 
 
+@dataclass
+class MergedVersion:
+    """What ``merge_versions`` computed: the result's layers, its conflicts, and its derived
+    filename and folder indexes (carried forward from ours; ``folders`` None when ours has
+    none recorded)."""
+
+    layers: dict[str, bytes | None]
+    conflicts: list[Conflict]
+    paths: Digest
+    folders: Digest | None
+
+
 def merge_commits(store: Store | Repository, base_commit_id: bytes | None, ours_commit_id: bytes,
                   theirs_commit_id: bytes, strategy: str = "fail", *, keep_deleted: bool = False,
                   path_collision: str = "rename", theirs_id: str = "") -> tuple[dict[str, bytes | None], list[Conflict]]:
@@ -623,6 +635,16 @@ def merge_commits(store: Store | Repository, base_commit_id: bytes | None, ours_
         ``(layers, conflicts)``: layer name -> root (None: not held), and every conflict met
         (``Conflict.resolution`` is None for the unresolved ones). Never raises for conflicts.
     """
+    m = merge_versions(store, base_commit_id, ours_commit_id, theirs_commit_id, strategy,
+                       keep_deleted=keep_deleted, path_collision=path_collision, theirs_id=theirs_id)
+    return m.layers, m.conflicts
+
+
+def merge_versions(store: Store | Repository, base_commit_id: bytes | None, ours_commit_id: bytes,
+                   theirs_commit_id: bytes, strategy: str = "fail", *, keep_deleted: bool = False,
+                   path_collision: str = "rename", theirs_id: str = "") -> MergedVersion:
+    """``merge_commits`` with the result's filename and folder indexes, for publishing it
+    without rebuilding them from the whole items layer."""
     if strategy not in STRATEGIES:
         raise UsageError(f"unknown merge strategy {strategy!r}")
     repo = store.repo if isinstance(store, Store) else store
@@ -637,7 +659,10 @@ def merge_commits(store: Store | Repository, base_commit_id: bytes | None, ours_
                              policy=path_collision)
     layers = dict(res.layers)
     layers["items"] = paths.items
-    return layers, [*res.conflicts, *paths.conflicts]
+    folders = repo.stored_folder_index(ours_items)
+    if folders is not None:
+        folders = apply_folder_delta(objs, folders, paths.folder_delta)
+    return MergedVersion(layers, [*res.conflicts, *paths.conflicts], paths.paths, folders)
 
 
 # --------------------------------------------------------------------------------------

@@ -1115,8 +1115,9 @@ def _publish_folder(wd: _Workdir, e: Editor, result: CommitResult) -> None:
     from dvstore import merging
 
     mine_id = repo.put_commit(mine)
-    layers, conflicts = merging.merge_commits(repo, wd.commit, head, mine_id, theirs_id=wd.record.id_hex)
-    unresolved = [c for c in conflicts if c.resolution is None]
+    m = merging.merge_versions(repo, wd.commit, head, mine_id, theirs_id=wd.record.id_hex)
+    layers = m.layers
+    unresolved = [c for c in m.conflicts if c.resolution is None]
     if unresolved:
         lines = "\n".join(c.line() for c in unresolved[:20])
         more = f"\n... and {len(unresolved) - 20} more" if len(unresolved) > 20 else ""
@@ -1134,7 +1135,7 @@ def _publish_folder(wd: _Workdir, e: Editor, result: CommitResult) -> None:
     items_root = layers["items"]
     assert items_root is not None
     result.version = repo.publish(ds=wd.record, expected_head=head, commit=merged, extra=e.run_extra,
-                                  path_index=(items_root, repo.path_index(items_root)))
+                                  path_index=(items_root, m.paths), folders=m.folders)
     result.folder_version = mine_id
     result.merged_onto = head
 

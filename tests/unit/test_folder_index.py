@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
@@ -166,3 +167,22 @@ def test_merges_carry_the_folder_index_forward(tmp_path: Path) -> None:
     left.merge([right])
     assert _stored(store, "left") == _expected(store, "left")
     assert store.fsck().ok
+
+
+def test_folder_commit_onto_a_moved_head_carries_both_indexes(tmp_path: Path) -> None:
+    from dvstore import workdir
+
+    store, ds = _spread(tmp_path, "ds", 9)
+    first = ds.head_id
+    with ds.edit("head moves") as e:
+        e.add_bytes("/f0/head.bin", b"h")
+    wd = tmp_path / "wd"
+    workdir.checkout(store, ds, first, str(wd))
+    (wd / "items" / "f1" / "mine.bin").write_bytes(b"m")
+    os.unlink(wd / "items" / "f2" / "x2.bin")
+    res = workdir.commit_folder(str(wd), "folder")
+    assert res.merged_onto is not None
+    items = store.repo.commit(store.datasets.get("ds").head_id).layers["items"]
+    assert store.repo.db.get("index", b"path:" + items) is not None  # recorded, not rebuilt later
+    assert _stored(store, "ds") == _expected(store, "ds")
+    assert store.fsck().ok  # fsck compares both indexes with the items layer
