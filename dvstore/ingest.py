@@ -37,6 +37,7 @@ READ_AHEAD = 64
 CHUNK_FILES = 64
 CHUNK_BYTES = 256 * 1024
 WINDOW = 16384
+PROGRESS_EVERY = 512
 FLUSH_BYTES = 16 * 1024 * 1024
 
 Progress = Callable[[int, int], None]
@@ -185,7 +186,7 @@ def ingest(editor: Editor, paths: list[str], *, to: str = "/", annotations: str 
         # only fight over the GIL for their Python bits (measured: 1 thread 0.19 s, 4 threads
         # 1.4 s for 20,000 small files).
         with _Reader(misses) as reads:
-            for (local, fn), key, st, hit in zip(window, wkeys, sts, hits):
+            for i, ((local, fn), key, st, hit) in enumerate(zip(window, wkeys, sts, hits), lo + 1):
                 if hit is not None:
                     blob, size, mimetype, system = Digest(hit[5]), st.st_size, hit[6], hit[7]
                     stats.cached += 1
@@ -204,8 +205,8 @@ def ingest(editor: Editor, paths: list[str], *, to: str = "/", annotations: str 
                     db.write(flush)
                     blobs.committed()
                     new_cache.clear()
-        if progress is not None:
-            progress(lo + len(window), total)
+                if progress is not None and (i % PROGRESS_EVERY == 0 or i == total):
+                    progress(i, total)
     _apply_annotations(editor, ann_by_file, extras, stats, [fn for _, fn in pairs], stored_form=stored_form)
     if labels:
         cur = editor.recipe or editor.repo.recipe(editor.base.recipe)

@@ -173,3 +173,13 @@ def test_annotation_sets_are_flushed_early_and_all_land(tmp_path: Path, monkeypa
         [a] = ds.items.get("/" + os.path.basename(p)).annotations
         assert a["label"] == "thing" and a["coordinates"][1] == {"x": 4, "y": 6, "z": 0}
     assert store.fsck().ok
+
+
+def test_progress_is_reported_along_the_way(tmp_path: Path) -> None:
+    _files(tmp_path / "src", 1100)
+    store = Store.init(str(tmp_path / "store"))
+    ds = store.datasets.create("ds")
+    calls: list[tuple[int, int]] = []
+    with ds.edit("add") as e:
+        ingest.ingest(e, [str(tmp_path / "src")], progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(512, 1100), (1024, 1100), (1100, 1100)]
