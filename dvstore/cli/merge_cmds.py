@@ -52,7 +52,8 @@ def _echo_conflicts(conflicts: list[Any]) -> None:
 @click.option("--no-metadata", is_flag=True, help="Leave user and non-intrinsic system metadata out of the result.")
 @click.option("--no-task-status", is_flag=True, help="Leave task and annotation statuses out of the result.")
 @click.option("--path-collision", type=click.Choice(["rename", "fail"]), default="rename", show_default=True,
-              help="Two different items on one path: rename the later one {stem}_{n}{ext}, or fail.")
+              help="Two different items on one path, or an item that is also a folder of items: "
+                   "rename one {stem}_{n}{ext}, or fail.")
 @click.option("--keep-deleted", is_flag=True, help="Keep items deleted on one side that the other side still has.")
 @click.option("--map-labels", metavar="OLD=NEW,...|@FILE.json",
               help="Rename the labels of the merged-in (theirs) annotations; recipes then need not match.")
