@@ -8,11 +8,9 @@ Layout::
     DIR/.dvs-checkout             {"format", "store", "store_id", "dataset", "dataset_id",
                                    "commit", "time"}: where the folder came from
 
-This module owns materialisation (RELIABILITY §3.1: every item name is re-validated, every
-directory is walked with ``O_DIRECTORY|O_NOFOLLOW`` under a parent fd, every file is created
-with ``O_CREAT|O_EXCL|O_NOFOLLOW`` under a temp name and renamed within its directory fd, so
-nothing is ever written through a symlink), reading the folder back (again without following
-links), and turning what changed into Editor calls. It must not touch the store's write
+This module owns materialisation (RELIABILITY §3.1: every item name is re-validated, and all
+file access goes through ``dvstore.safefs``, which never opens, writes or walks through a
+symlink), reading the folder back, and turning what changed into Editor calls. It must not touch the store's write
 order (``Editor.commit`` / ``Repository.publish`` own it) or trust a name it did not check.
 
 Fast status: every file checkout or commit writes, and every file status had to read, is
@@ -38,13 +36,11 @@ Rules decided here where the spec is silent (also in the ``commit`` docstring):
 
 from __future__ import annotations
 
-import errno
 import json
 import os
-import secrets
 import stat as statmod
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,11 +57,23 @@ from dvstore.errors import (
     StorageError,
     UsageError,
 )
-from dvstore.hashing import CHUNK, Digest, hash_bytes, new_hasher, short
+from dvstore.hashing import Digest, hash_bytes, short
 from dvstore.ingest import RACY_NS, Progress, cache_hit, lookup_stat, stat_entry
 from dvstore.io import dataloop, imageinfo
 from dvstore.model import Commit, normalize_filename, now_iso
 from dvstore.repo import ANNSET, DatasetRecord, Repository, path_key
+from dvstore.safefs import (
+    DIR_MODE,
+    DirChain,
+    DiskFile,
+    hash_in,
+    open_dir,
+    open_in,
+    read_all,
+    read_chunks,
+    walk_files,
+    write_file,
+)
 from dvstore.storage.blobs import SMALL_MAX, storage_error
 from dvstore.views import item_json
 
@@ -74,17 +82,9 @@ CHECKOUT_FORMAT = 1
 ITEMS_DIR = "items"
 JSON_DIR = "json"
 JSON_SUFFIX = ".json"
-FILE_MODE = 0o644
-DIR_MODE = 0o755
-TMP_PREFIX = ".dvs-tmp-"
-_TMP_LEN = len(TMP_PREFIX) + 16
 _JSON_KEY_TAG = b"dvs-item-json:1\0"
 _CACHE_MARK = "itemJson"
 _CACHE_BATCH = 20_000
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
-_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-_LINK_ERRNOS = (errno.ENOTDIR, errno.ELOOP)
 JSON_PARTS = ("annotations", "metadata", "status", "hidden")
 
 
@@ -171,256 +171,6 @@ def render_json(view: dict[str, Any]) -> bytes:
     """The bytes of a json/ file: pretty, sorted keys, UTF-8, newline at the end."""
     text = json.dumps(view, indent=2, sort_keys=True, ensure_ascii=False, default=_json_default)
     return (text + "\n").encode("utf-8")
-
-
-def _display(*parts: str) -> str:
-    return "/".join(p for p in parts if p)
-
-
-def _is_tmp_name(name: str) -> bool:
-    return name.startswith(TMP_PREFIX) and len(name) == _TMP_LEN
-
-
-def _write_all(fd: int, data: bytes | memoryview) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
-
-
-def _unlink_quiet(name: str, dir_fd: int) -> None:
-    try:
-        os.unlink(name, dir_fd=dir_fd)
-    except OSError:
-        pass
-
-
-# -- safe directory access -----------------------------------------------------------------
-
-
-def _open_dir(parent_fd: int, name: str, display: str, *, create: bool, replace_links: bool) -> int:
-    """Open (or create) the directory ``name`` under ``parent_fd`` without following a link.
-
-    With ``replace_links`` a symlink in the way is removed (the link itself, never its
-    target) and a real directory made in its place; otherwise it is an error.
-    """
-    try:
-        return os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
-    except FileNotFoundError:
-        if not create:
-            raise
-    except OSError as e:
-        if e.errno not in _LINK_ERRNOS:
-            raise storage_error(e, f"cannot open {display}") from None
-        st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
-        if not statmod.S_ISLNK(st.st_mode):
-            raise UsageError(f"{display} is in the way: it is a file, not a folder",
-                             hint="move it away and run the command again") from None
-        if not replace_links:
-            raise UsageError(f"{display} is a symbolic link; dvs never follows links in a working folder",
-                             hint="remove the link and run the command again") from None
-        os.unlink(name, dir_fd=parent_fd)
-    try:
-        os.mkdir(name, DIR_MODE, dir_fd=parent_fd)
-    except FileExistsError:
-        pass
-    except OSError as e:
-        raise storage_error(e, f"cannot create {display}") from None
-    try:
-        return os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
-    except OSError as e:
-        raise UsageError(f"cannot open {display}: {e.strerror}") from None
-
-
-class _DirChain:
-    """Directory fds along one path below a root fd, reused across sorted accesses.
-
-    Sorted filenames put a folder's entries next to each other, so keeping the chain of
-    the last path open costs one ``open`` per new directory and at most depth fds.
-    """
-
-    def __init__(self, root_fd: int, base: str, *, create: bool, replace_links: bool) -> None:
-        self.root_fd = root_fd
-        self.base = base
-        self.create = create
-        self.replace_links = replace_links
-        self.names: list[str] = []
-        self.fds: list[int] = []
-
-    def fd(self, parts: list[str]) -> int:
-        keep = 0
-        while keep < len(self.names) and keep < len(parts) and self.names[keep] == parts[keep]:
-            keep += 1
-        self._pop_to(keep)
-        for name in parts[keep:]:
-            parent = self.fds[-1] if self.fds else self.root_fd
-            display = _display(self.base, *self.names, name)
-            fd = _open_dir(parent, name, display, create=self.create, replace_links=self.replace_links)
-            self.names.append(name)
-            self.fds.append(fd)
-        return self.fds[-1] if self.fds else self.root_fd
-
-    def _pop_to(self, n: int) -> None:
-        while len(self.fds) > n:
-            os.close(self.fds.pop())
-            self.names.pop()
-
-    def close(self) -> None:
-        self._pop_to(0)
-
-
-def _write_file(dir_fd: int, name: str, chunks: Iterable[bytes], display: str, *,
-                exclusive: bool = False) -> os.stat_result:
-    """Write ``name`` under ``dir_fd`` with mode 0644, never through a symlink.
-
-    With ``exclusive`` (a checkout into an empty folder) the file is created in place with
-    ``O_CREAT|O_EXCL|O_NOFOLLOW``: anything already there is an error. Otherwise a temp file
-    is created that way and renamed over ``name`` within the directory fd; the rename
-    replaces a symlink in the way, never what it points at. Either way, if ``chunks``
-    raises (a corrupt blob) what was written is removed and the error propagates.
-    """
-    target = name if exclusive else TMP_PREFIX + secrets.token_hex(8)
-    try:
-        fd = os.open(target, _CREATE_FLAGS, FILE_MODE, dir_fd=dir_fd)
-    except FileExistsError:
-        raise UsageError(f"{display} appeared while checking out", hint="check out into an empty folder") from None
-    except OSError as e:
-        raise storage_error(e, f"cannot write {display}") from None
-    done = False
-    try:
-        try:
-            for chunk in chunks:
-                _write_all(fd, chunk)
-            os.fchmod(fd, FILE_MODE)  # whatever the umask
-        finally:
-            os.close(fd)
-        if not exclusive:
-            try:
-                os.replace(target, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-            except OSError as e:
-                if e.errno in (errno.EISDIR, errno.ENOTDIR, errno.ENOTEMPTY, errno.EEXIST):
-                    raise UsageError(f"{display} is in the way: it is a folder, not a file",
-                                     hint="move it away and run the command again") from None
-                raise
-        done = True
-    except OSError as e:
-        raise storage_error(e, f"cannot write {display}") from None
-    finally:
-        if not done:
-            _unlink_quiet(target, dir_fd)
-    return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-
-
-def _open_in(root_fd: int, parts: list[str], display: str) -> int:
-    """Open a regular file ``root/parts...`` for reading, following no link on the way."""
-    fds: list[int] = []
-    try:
-        parent = root_fd
-        for name in parts[:-1]:
-            try:
-                parent = os.open(name, _DIR_FLAGS, dir_fd=parent)
-            except OSError as e:
-                raise UsageError(f"cannot read {display}: {e.strerror}") from None
-            fds.append(parent)
-        try:
-            fd = os.open(parts[-1], _READ_FLAGS, dir_fd=parent)
-        except OSError as e:
-            if e.errno in _LINK_ERRNOS:
-                raise UsageError(f"{display} is a symbolic link; dvs never follows links in a working folder",
-                                 hint="replace it with a regular file") from None
-            raise UsageError(f"cannot read {display}: {e.strerror}") from None
-    finally:
-        for f in fds:
-            os.close(f)
-    if not statmod.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise UsageError(f"{display} is not a regular file")
-    os.set_blocking(fd, True)
-    return fd
-
-
-def _read_chunks(fd: int) -> Iterator[bytes]:
-    """Every read of a working-folder file's contents goes through here (tests count calls)."""
-    while True:
-        chunk = os.read(fd, CHUNK * 4)
-        if not chunk:
-            return
-        yield chunk
-
-
-def _read_all(root_fd: int, parts: list[str], display: str) -> tuple[bytes, os.stat_result]:
-    fd = _open_in(root_fd, parts, display)
-    try:
-        st = os.fstat(fd)
-        return b"".join(_read_chunks(fd)), st
-    finally:
-        os.close(fd)
-
-
-def _hash_in(root_fd: int, parts: list[str], display: str) -> tuple[Digest, bytes, os.stat_result]:
-    """(blake3, first bytes for sniffing, stat taken before reading) of a folder file."""
-    fd = _open_in(root_fd, parts, display)
-    try:
-        st = os.fstat(fd)
-        h = new_hasher(st.st_size)
-        head = b""
-        for chunk in _read_chunks(fd):
-            if not head:
-                head = chunk[: imageinfo.HEAD_BYTES]
-            h.update(chunk)
-        return h.digest(), head, st
-    finally:
-        os.close(fd)
-
-
-@dataclass
-class _DiskFile:
-    rel: str  # path below items/ or json/, as on disk
-    st: os.stat_result
-
-
-def _walk(root_fd: int, top: str) -> list[_DiskFile]:
-    """Regular files below ``root/top`` (missing ``top`` = none); a symlink or special file is an error."""
-    try:
-        top_fd = os.open(top, _DIR_FLAGS, dir_fd=root_fd)
-    except FileNotFoundError:
-        return []
-    except OSError as e:
-        if e.errno in _LINK_ERRNOS:
-            raise UsageError(f"{top} is not a folder (symbolic links are never followed)",
-                             hint=f"replace {top} with a real folder") from None
-        raise UsageError(f"cannot read {top}: {e.strerror}") from None
-    out: list[_DiskFile] = []
-    stack: list[tuple[str, int]] = [("", top_fd)]
-    try:
-        while stack:
-            rel, fd = stack.pop()
-            try:
-                with os.scandir(fd) as it:
-                    entries = sorted(it, key=lambda e: e.name)
-                for ent in entries:
-                    r = f"{rel}/{ent.name}" if rel else ent.name
-                    st = ent.stat(follow_symlinks=False)
-                    if statmod.S_ISDIR(st.st_mode):
-                        try:
-                            sub = os.open(ent.name, _DIR_FLAGS, dir_fd=fd)
-                        except OSError as err:
-                            raise UsageError(f"cannot read {top}/{r}: {err.strerror}") from None
-                        stack.append((r, sub))
-                    elif statmod.S_ISREG(st.st_mode):
-                        if not _is_tmp_name(ent.name):
-                            out.append(_DiskFile(r, st))
-                    elif statmod.S_ISLNK(st.st_mode):
-                        raise UsageError(f"{top}/{r} is a symbolic link; dvs never follows links in a working folder",
-                                         hint="replace it with a regular file or remove it")
-                    else:
-                        raise UsageError(f"{top}/{r} is not a regular file", hint="remove it")
-            finally:
-                os.close(fd)
-    finally:
-        for _, fd in stack:
-            os.close(fd)
-    return out
 
 
 def _filename_of(top: str, rel: str) -> str:
@@ -628,13 +378,13 @@ def checkout(store: Store, dataset: Dataset | str, commit_id: bytes | str | None
     with ExitStack() as fds:
         root_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         fds.callback(os.close, root_fd)
-        items_fd = _open_dir(root_fd, ITEMS_DIR, ITEMS_DIR, create=True, replace_links=force)
+        items_fd = open_dir(root_fd, ITEMS_DIR, ITEMS_DIR, create=True, replace_links=force)
         fds.callback(os.close, items_fd)
-        json_fd = _open_dir(root_fd, JSON_DIR, JSON_DIR, create=True, replace_links=force)
+        json_fd = open_dir(root_fd, JSON_DIR, JSON_DIR, create=True, replace_links=force)
         fds.callback(os.close, json_fd)
-        items_chain = _DirChain(items_fd, ITEMS_DIR, create=True, replace_links=force)
+        items_chain = DirChain(items_fd, ITEMS_DIR, create=True, replace_links=force)
         fds.callback(items_chain.close)
-        json_chain = _DirChain(json_fd, JSON_DIR, create=True, replace_links=force)
+        json_chain = DirChain(json_fd, JSON_DIR, create=True, replace_links=force)
         fds.callback(json_chain.close)
         with repo.lock():
             total = len(records)
@@ -642,7 +392,7 @@ def checkout(store: Store, dataset: Dataset | str, commit_id: bytes | str | None
                 rel = fn[1:]
                 parts = rel.split("/")
                 dfd = items_chain.fd(parts[:-1])
-                st = _write_file(dfd, parts[-1], repo.blobs.iter_verified(v.irec["blob"]), f"{ITEMS_DIR}/{rel}",
+                st = write_file(dfd, parts[-1], repo.blobs.iter_verified(v.irec["blob"]), f"{ITEMS_DIR}/{rel}",
                                  exclusive=not force)
                 pending.append((_cache_key(root, ITEMS_DIR, rel), st, bytes(v.irec["blob"]),
                                 v.irec.get("mimetype", imageinfo.OCTET_STREAM), v.irec.get("system") or {}))
@@ -653,7 +403,7 @@ def checkout(store: Store, dataset: Dataset | str, commit_id: bytes | str | None
                 else:
                     data = render_json(_view(repo, v))
                     jfd = json_chain.fd(parts[:-1])
-                    jst = _write_file(jfd, parts[-1] + JSON_SUFFIX, (data,), f"{JSON_DIR}/{rel}{JSON_SUFFIX}",
+                    jst = write_file(jfd, parts[-1] + JSON_SUFFIX, (data,), f"{JSON_DIR}/{rel}{JSON_SUFFIX}",
                                       exclusive=not force)
                     pending.append((_cache_key(root, JSON_DIR, rel + JSON_SUFFIX), jst, hash_bytes(data),
                                     "application/json", {_CACHE_MARK: _json_key(v)}))
@@ -671,7 +421,7 @@ def _write_checkout_file(root_fd: int, repo: Repository, rec: DatasetRecord, cid
     doc = {"format": CHECKOUT_FORMAT, "store": repo.dir, "store_id": repo.config.get("store_id"),
            "dataset": rec.name, "dataset_id": rec.id_hex, "commit": cid.hex(), "time": now_iso()}
     data = (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()
-    _write_file(root_fd, CHECKOUT_FILE, (data,), CHECKOUT_FILE)
+    write_file(root_fd, CHECKOUT_FILE, (data,), CHECKOUT_FILE)
 
 
 # -- opening a working folder -------------------------------------------------------------------
@@ -705,7 +455,7 @@ def _open_workdir(directory: str, store_path: str | None) -> _Workdir:
     where = os.path.join(root, CHECKOUT_FILE)
     root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        raw, _ = _read_all(root_fd, [CHECKOUT_FILE], where)
+        raw, _ = read_all(root_fd, [CHECKOUT_FILE], where)
     finally:
         os.close(root_fd)
     try:
@@ -910,16 +660,16 @@ class _Scan:
     wd: _Workdir
     status: Status
     version: dict[str, _VItem]
-    items: dict[str, _DiskFile]
-    jsons: dict[str, _DiskFile]
+    items: dict[str, DiskFile]
+    jsons: dict[str, DiskFile]
     edits: dict[str, _JsonEdit]
     new_edits: dict[str, _JsonEdit]
     cache: list[_CacheRow]
 
 
-def _index(root_fd: int, top: str) -> dict[str, _DiskFile]:
-    out: dict[str, _DiskFile] = {}
-    for f in _walk(root_fd, top):
+def _index(root_fd: int, top: str) -> dict[str, DiskFile]:
+    out: dict[str, DiskFile] = {}
+    for f in walk_files(root_fd, top):
         if top == JSON_DIR:
             if not f.rel.endswith(JSON_SUFFIX):
                 continue
@@ -960,7 +710,7 @@ def _scan(wd: _Workdir) -> _Scan:
                     st.modified.append(fn)
             else:
                 parts = [ITEMS_DIR, *f.rel.split("/")]
-                digest, head, fst = _hash_in(root_fd, parts, f"{ITEMS_DIR}/{f.rel}")
+                digest, head, fst = hash_in(root_fd, parts, f"{ITEMS_DIR}/{f.rel}")
                 st.read += 1
                 if digest == v.irec["blob"]:
                     mt, system = v.irec.get("mimetype", imageinfo.OCTET_STREAM), v.irec.get("system") or {}
@@ -981,7 +731,7 @@ def _scan(wd: _Workdir) -> _Scan:
             rec = cached.get(key)
             if cache_hit(rec, j.st) and rec is not None and isinstance(rec[7], dict) and rec[7].get(_CACHE_MARK) == jk:
                 continue
-            raw, fst = _read_all(root_fd, [JSON_DIR, *j.rel.split("/")], display)
+            raw, fst = read_all(root_fd, [JSON_DIR, *j.rel.split("/")], display)
             st.read += 1
             edit = _json_edit(repo, display, raw, fn, v)
             if edit is None:
@@ -994,7 +744,7 @@ def _scan(wd: _Workdir) -> _Scan:
             j = jsons.get(fn)
             if j is not None:
                 display = f"{JSON_DIR}/{j.rel}"
-                raw, _ = _read_all(root_fd, [JSON_DIR, *j.rel.split("/")], display)
+                raw, _ = read_all(root_fd, [JSON_DIR, *j.rel.split("/")], display)
                 st.read += 1
                 edit = _json_edit(repo, display, raw, fn, None)
                 if edit is not None:
@@ -1149,16 +899,16 @@ def _summary(st: Status) -> str:
     return "commit working folder: " + ", ".join(parts)
 
 
-def _store_file(e: Editor, root_fd: int, fn: str, f: _DiskFile,
+def _store_file(e: Editor, root_fd: int, fn: str, f: DiskFile,
                 root: str) -> _CacheRow:
     """Store one file of items/ as ``fn``'s binary; return its stat-cache entry."""
     display = f"{ITEMS_DIR}/{f.rel}"
     parts = [ITEMS_DIR, *f.rel.split("/")]
-    fd = _open_in(root_fd, parts, display)
+    fd = open_in(root_fd, parts, display)
     try:
         fst = os.fstat(fd)
         if fst.st_size <= SMALL_MAX:
-            data = b"".join(_read_chunks(fd))
+            data = b"".join(read_chunks(fd))
             iid = e.add_bytes(fn, data)
         else:
             head: list[bytes] = []
@@ -1211,11 +961,11 @@ def _write_checkout_after(wd: _Workdir, result: CommitResult,
                                f"{err.message}",
                                hint="check the new version out again with 'dvs checkout --force'") from None
         try:
-            json_fd = _open_dir(root_fd, JSON_DIR, JSON_DIR, create=True, replace_links=False)
+            json_fd = open_dir(root_fd, JSON_DIR, JSON_DIR, create=True, replace_links=False)
         except DvsError as err:
             result.warnings.append(f"json files not updated: {err.message}")
             return
-        chain = _DirChain(json_fd, JSON_DIR, create=True, replace_links=False)
+        chain = DirChain(json_fd, JSON_DIR, create=True, replace_links=False)
         try:
             touched = set(st.added) | set(st.modified) | set(st.json_changed)
             # A json that was deleted stays deleted; a new item gets one (its ids are new).
@@ -1226,7 +976,7 @@ def _write_checkout_after(wd: _Workdir, result: CommitResult,
                 data = render_json(_view(repo, v))
                 try:
                     dfd = chain.fd(parts[:-1])
-                    jst = _write_file(dfd, parts[-1], (data,), f"{JSON_DIR}/{rel}")
+                    jst = write_file(dfd, parts[-1], (data,), f"{JSON_DIR}/{rel}")
                 except DvsError as err:
                     result.warnings.append(err.message)
                     continue

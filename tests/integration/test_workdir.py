@@ -368,14 +368,17 @@ def test_unchanged_folder_reads_no_file(tmp_path: Path, monkeypatch: pytest.Monk
     wd = tmp_path / "wd"
     workdir.checkout(store, ds, None, str(wd))
     opened: list[str] = []
-    real_open = workdir._open_in
+    from dvstore import safefs
+
+    real_open = safefs.open_in
 
     def spy_open(root_fd: int, parts: list[str], display: str) -> int:
         if parts[0] in ("items", "json"):
             opened.append("/".join(parts))
         return real_open(root_fd, parts, display)
 
-    monkeypatch.setattr(workdir, "_open_in", spy_open)
+    monkeypatch.setattr(safefs, "open_in", spy_open)  # every read of a folder file opens through it
+    monkeypatch.setattr(workdir, "open_in", spy_open)
     s = workdir.status(str(wd))
     assert s.clean and s.read == 0
     assert opened == []

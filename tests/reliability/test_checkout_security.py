@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from dvstore import codec, workdir
+from dvstore import codec, safefs, workdir
 from dvstore.api import Dataset, Store
 from dvstore.errors import CorruptObjectError, DvsError, InvalidNameError, UsageError
 from dvstore.hashing import hash_bytes
@@ -423,11 +423,11 @@ def test_corrupt_blob_fails_checkout_without_a_bad_file(tmp_path: Path) -> None:
         workdir.checkout(store, ds, None, str(tmp_path / "wd"))
     assert not (tmp_path / "wd/items/big.bin").exists()
     assert not (tmp_path / "wd/.dvs-checkout").exists()
-    leftovers = [n for n in files_below(tmp_path / "wd") if workdir.TMP_PREFIX in n]
+    leftovers = [n for n in files_below(tmp_path / "wd") if safefs.TMP_PREFIX in n]
     assert leftovers == []
     r = run_dvs("checkout", "ds", str(tmp_path / "wd2"), cwd=str(tmp_path / "store"))
     assert r.rc == 6 and "corrupt" in r.err
     assert not (tmp_path / "wd2/items/big.bin").exists()
     r = run_dvs("checkout", "ds", str(tmp_path / "wd3"), "--force", cwd=str(tmp_path / "store"))
     assert r.rc == 6 and not (tmp_path / "wd3/items/big.bin").exists()
-    assert [n for n in files_below(tmp_path / "wd3") if workdir.TMP_PREFIX in n] == []
+    assert [n for n in files_below(tmp_path / "wd3") if safefs.TMP_PREFIX in n] == []
