@@ -572,9 +572,13 @@ def _skip(key: bytes, attempt: int) -> bytes | None:
     return None
 
 
-def _others_have_env_open(db_dir: str) -> bool:
-    """True when another process holds LMDB's lock-file byte (it has the environment open).
+@contextmanager
+def _env_to_ourselves(db_dir: str) -> Iterator[bool]:
+    """Hold LMDB's lock-file byte exclusively while the block runs; yields False (holding
+    nothing) when another process has the environment open.
 
+    Every process with the environment open holds that byte shared, and an opener waits
+    while someone holds it exclusive, so nobody can open the database inside the block.
     An open-file-description lock is used because closing a descriptor would drop this
     process's own classic POSIX locks on the file.
     """
@@ -582,16 +586,24 @@ def _others_have_env_open(db_dir: str) -> bool:
     try:
         fd = os.open(lock, os.O_RDWR)
     except FileNotFoundError:
-        return False
+        yield True
+        return
     try:
         flk = struct.pack("hhqqi", fcntl.F_WRLCK, os.SEEK_SET, 0, 1, 0)
         try:
             fcntl.fcntl(fd, fcntl.F_OFD_SETLK, flk)
         except OSError:
-            return True
-        return False
+            yield False
+            return
+        yield True
     finally:
-        os.close(fd)  # releases the probe lock
+        os.close(fd)  # releases the lock
+
+
+def _others_have_env_open(db_dir: str) -> bool:
+    """True when another process has the environment open (a probe; nothing is held after)."""
+    with _env_to_ourselves(db_dir) as alone:
+        return not alone
 
 
 def _salvage(dvs_dir: str) -> dict[str, Any]:
@@ -614,13 +626,18 @@ def _salvage(dvs_dir: str) -> dict[str, Any]:
             summary["databases"][name] = _salvage_db(backup, name, SALVAGE_DBS.index(name), out)
     res = _run_child(["salvage-write", fresh, frames])
     summary["kept"], summary["rejected"] = res["kept"], res["rejected"]
-    if _others_have_env_open(db_dir):
-        raise LockedError("another process opened the store database during the rebuild",
-                          hint="stop every dvs process using this store, then run 'dvs fsck --rebuild' again")
-    # One rename replaces the damaged file atomically. The lock file stays: the next process
-    # to open the environment alone re-initialises it from the new meta pages.
-    os.rename(os.path.join(fresh, "data.mdb"), os.path.join(db_dir, "data.mdb"))
-    fsync_dir(db_dir)
+    with _env_to_ourselves(db_dir) as alone:
+        if not alone:
+            raise LockedError("another process opened the store database during the rebuild",
+                              hint="stop every dvs process using this store, then run 'dvs fsck --rebuild' again")
+        # Nobody can open the environment until the block ends. The lock file describes the
+        # damaged data.mdb (its last transaction id, its readers): emptied, it makes the next
+        # opener re-initialise it from the new file (``db._open_env`` retries an opener that
+        # was waiting meanwhile). Then one rename replaces the damaged file atomically.
+        if os.path.exists(os.path.join(db_dir, "lock.mdb")):
+            os.truncate(os.path.join(db_dir, "lock.mdb"), 0)
+        os.rename(os.path.join(fresh, "data.mdb"), os.path.join(db_dir, "data.mdb"))
+        fsync_dir(db_dir)
     shutil.rmtree(fresh, ignore_errors=True)
     os.unlink(frames)
     try:
