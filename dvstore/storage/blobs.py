@@ -290,20 +290,26 @@ class BlobStore:
 
 
 def _copy_in_kernel(src: int, dst: int) -> bool:
-    """Copy all of ``src`` to ``dst`` with copy_file_range; False if the kernel cannot here."""
-    if not hasattr(os, "copy_file_range"):
-        return False
-    try:
-        while os.copy_file_range(src, dst, 1 << 30):
-            pass
-    except OSError as e:
-        if e.errno in (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EBADF):
+    """Copy all of ``src`` to ``dst`` inside the kernel: copy_file_range, else (another file
+    system) sendfile. False, with nothing written, when the kernel can do neither here."""
+    for copy in (getattr(os, "copy_file_range", None), getattr(os, "sendfile", None)):
+        if copy is None:
+            continue
+        try:
+            if copy is os.sendfile:
+                while os.sendfile(dst, src, None, 1 << 30):
+                    pass
+            else:
+                while copy(src, dst, 1 << 30):
+                    pass
+            return True
+        except OSError as e:
+            if e.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EBADF):
+                raise
             os.lseek(src, 0, os.SEEK_SET)
             os.ftruncate(dst, 0)
             os.lseek(dst, 0, os.SEEK_SET)
-            return False
-        raise
-    return True
+    return False
 
 
 def _copy_in_python(src: io.BufferedReader, dst: int) -> None:

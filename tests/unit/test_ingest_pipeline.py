@@ -73,10 +73,23 @@ def _big(tmp_path: Path, name: str = "big.bin", size: int = 3 * 1024 * 1024 + 17
     return p
 
 
-@pytest.mark.parametrize("kernel_copy", [True, False])
+@pytest.mark.parametrize("copy", ["copy_file_range", "sendfile", "python"])
 def test_large_blob_is_named_by_the_hash_of_its_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                       kernel_copy: bool) -> None:
-    if not kernel_copy:
+                                                       copy: str) -> None:
+    if copy == "sendfile":  # what another file system gets: copy_file_range says EXDEV
+        def exdev(*args: object) -> int:
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        monkeypatch.setattr(os, "copy_file_range", exdev)
+    sent: list[int] = []
+    real_sendfile = os.sendfile
+
+    def counting_sendfile(out_fd: int, in_fd: int, offset: int | None, count: int) -> int:
+        n = real_sendfile(out_fd, in_fd, offset, count)
+        sent.append(n)
+        return n
+
+    monkeypatch.setattr(os, "sendfile", counting_sendfile)
+    if copy == "python":
         monkeypatch.setattr(blobs_mod, "_copy_in_kernel", lambda src, dst: False)
     src = _big(tmp_path)
     store = Store.init(str(tmp_path / "store"))
@@ -89,6 +102,7 @@ def test_large_blob_is_named_by_the_hash_of_its_bytes(tmp_path: Path, monkeypatc
     assert os.path.exists(Path(store.path) / "blobs" / blob[:2] / blob[2:])
     assert os.listdir(Path(store.path) / "tmp") == []
     assert store.fsck(read_data=True).ok
+    assert (sum(sent) == src.stat().st_size) == (copy == "sendfile")
 
 
 def test_failed_fsync_of_a_large_blob_fails_the_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
