@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dvstore import codec, tree
-from dvstore.hashing import Digest, hash_bytes
+from dvstore.hashing import Digest
 from dvstore.merge_item import ANNSET, STRATEGIES, Conflict, ItemMerger, same
-from dvstore.model import LAYERS, OPTIONAL_LAYERS, count_folders, split_filename
+from dvstore.model import LAYERS, OPTIONAL_LAYERS, count_folders, folder_key, path_key, split_filename
 from dvstore.storage.objects import ObjectStore
 from dvstore.tree import DELETE, EMPTY, FANOUT, MAX_DEPTH, NODE
 
@@ -51,15 +51,6 @@ PATH_POLICIES = ("rename", "fail")
 # A subtree in the walk: a stored node id, or (below a leaf that had to be split to line up
 # with a deeper node on another side) an in-memory list of [key, value] entries.
 _Ref = Any
-
-
-def path_key(filename: str) -> bytes:
-    """Key of a filename in the derived path index: the same function as ``repo.path_key``.
-
-    Repeated here because a pure module must not import the repository; a unit test pins
-    the two together.
-    """
-    return hash_bytes(filename.encode("utf-8"))[:16]
 
 
 def empty_layers() -> dict[str, bytes | None]:
@@ -469,15 +460,20 @@ class _Folders:
     """The folders of a merge result, each with the first item met inside it.
 
     Those of the changed items are known at once (a rename keeps an item in its folder);
-    those of ours' items the merge did not touch need one pass over ours' filename index,
-    made only when asked.
+    those of ours' items the merge did not touch come from ours' folder index (how many
+    items are below a folder, minus the touched ones) when ours has one recorded; only a
+    folder that does hold untouched items, or a missing index, costs one pass over ours'
+    filename index (to name an item inside).
     """
 
     def __init__(self, store: ObjectStore, ours_paths: bytes, changed: dict[str, bytes],
-                 touched: set[bytes]) -> None:
+                 touched: set[bytes], ours_folders: bytes | None = None,
+                 touched_below: dict[str, int] | None = None) -> None:
         self.store = store
         self.ours_paths = ours_paths
         self.touched = touched
+        self.ours_folders = ours_folders
+        self.touched_below = touched_below or {}
         self.changed: dict[str, tuple[str, bytes]] = {}
         for fn in sorted(changed):
             _add_folders(self.changed, fn, changed[fn])
@@ -488,6 +484,11 @@ class _Folders:
         found = self.changed.get(fn)
         if found is not None or not ours:
             return found
+        if self._ours is None and self.ours_folders is not None:
+            v = tree.get(self.store, self.ours_folders, folder_key(fn)) if self.ours_folders != EMPTY else None
+            below = int(v[1]) if v is not None and v[0] == fn else 0
+            if below <= self.touched_below.get(fn, 0):
+                return None  # every ours item below fn (if any) is touched by the merge
         if self._ours is None:
             self._ours = {}
             for _, (name, k) in tree.items(self.store, self.ours_paths):
@@ -518,7 +519,7 @@ def _ancestors(filename: str) -> list[str]:
 
 
 def resolve_paths(store: ObjectStore, ours_items: bytes, ours_paths: bytes, result_items: bytes, *,
-                  policy: str = "rename") -> PathOutcome:
+                  policy: str = "rename", ours_folders: bytes | None = None) -> PathOutcome:
     """Settle items that share a filename after the item merge, and update the path index.
 
     Only items whose record differs from ours can collide (ours and theirs each have unique
@@ -532,8 +533,8 @@ def resolve_paths(store: ObjectStore, ours_items: bytes, ours_paths: bytes, resu
     could hold both). Such an item, whichever side it came from, is renamed the same way to
     a name that is neither an item nor a folder (the items inside the folder keep their
     paths), or, under ``fail``, reported as a ``path`` conflict. Finding one needs ours'
-    folders only when a changed item takes a name ours did not hold: then ours' filename
-    index is read once, O(ours' items); otherwise the check is O(changes) look-ups.
+    folders only when a changed item takes a name ours did not hold: one look-up in ours'
+    folder index when it is given, else ours' filename index is read once, O(ours' items).
 
     Args:
         store: The object store.
@@ -541,6 +542,7 @@ def resolve_paths(store: ObjectStore, ours_items: bytes, ours_paths: bytes, resu
         ours_paths: Root of ours' filename index (``repo.path_index``).
         result_items: The merged items root.
         policy: ``rename`` or ``fail``.
+        ours_folders: Root of ours' folder index (``repo.stored_folder_index``), if recorded.
 
     Returns:
         A ``PathOutcome``.
@@ -584,7 +586,11 @@ def resolve_paths(store: ObjectStore, ours_items: bytes, ours_paths: bytes, resu
     for k, cur in changed.items():
         claims.setdefault(str(cur["filename"]), []).append(k)
     taken = set(claims)
-    folders = _Folders(store, ours_paths, {fn: keys[0] for fn, keys in claims.items()}, touched)
+    touched_below: dict[str, int] = {}
+    for rec in (*removed.values(), *before.values()):
+        count_folders(touched_below, rec["filename"], 1)
+    folders = _Folders(store, ours_paths, {fn: keys[0] for fn, keys in claims.items()}, touched,
+                       ours_folders, touched_below)
     renames: dict[bytes, str] = {}
     for fn in sorted(claims):
         keys = sorted(claims[fn])

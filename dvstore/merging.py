@@ -458,7 +458,7 @@ def plan_merge(store: Store, sources: Sequence[Any], *, target: Any = None, merg
                               MergeOptions(strategy=strategy, keep_deleted=keep_deleted,
                                            theirs_id=theirs.record.id_hex))
         paths = m3.resolve_paths(objs, acc_items, acc_paths, res.layers["items"] or tree.EMPTY,
-                                 policy=path_collision)
+                                 policy=path_collision, ours_folders=acc_folders)
         recipe, recipe_conflicts = _merge_recipe(base_recipe, recipe, theirs_recipe, strategy, mapping)
         plan.conflicts.extend(replace(c, source=theirs.name)
                               for c in [*recipe_conflicts, *res.conflicts, *paths.conflicts])
@@ -655,11 +655,11 @@ def merge_versions(store: Store | Repository, base_commit_id: bytes | None, ours
     res = m3.merge_layers(objs, base, _scoped(objs, base, ours, None), _scoped(objs, base, theirs, None),
                           MergeOptions(strategy=strategy, keep_deleted=keep_deleted, theirs_id=theirs_id))
     ours_items = ours["items"] or tree.EMPTY
+    folders = repo.stored_folder_index(ours_items)
     paths = m3.resolve_paths(objs, ours_items, repo.path_index(ours_items), res.layers["items"] or tree.EMPTY,
-                             policy=path_collision)
+                             policy=path_collision, ours_folders=folders)
     layers = dict(res.layers)
     layers["items"] = paths.items
-    folders = repo.stored_folder_index(ours_items)
     if folders is not None:
         folders = apply_folder_delta(objs, folders, paths.folder_delta)
     return MergedVersion(layers, [*res.conflicts, *paths.conflicts], paths.paths, folders)

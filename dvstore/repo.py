@@ -34,9 +34,11 @@ from dvstore.errors import (
     NotFoundError,
     UsageError,
 )
-from dvstore.hashing import Digest, hash_bytes, short
+from dvstore.hashing import Digest, short
 from dvstore.locks import store_lock
 from dvstore.model import FORMAT, Commit, count_folders, now_iso, validate_dataset_name
+from dvstore.model import folder_key as folder_key  # the index keys, re-exported for their users
+from dvstore.model import path_key as path_key
 from dvstore.storage.blobs import BlobStore
 from dvstore.storage.db import Database, WriteTxn
 from dvstore.storage.objects import LmdbObjectStore, ObjectStore
@@ -419,11 +421,6 @@ def apply_folder_delta(objects: ObjectStore, root: bytes, delta: dict[str, int])
     return tree.apply(objects, root, changes, canonical=True) if changes else Digest(root)
 
 
-def path_key(filename: str) -> bytes:
-    """Key of a filename in the derived path index."""
-    return hash_bytes(filename.encode("utf-8"))[:16]
-
-
 INDEX_KINDS = (b"path:", b"dirs:")
 
 
@@ -435,6 +432,4 @@ def parse_index_key(k: bytes) -> tuple[bytes, bytes] | None:
     return None
 
 
-def folder_key(folder: str) -> bytes:
-    """Key of a folder ("/a/b") in the derived folder index."""
-    return hash_bytes(b"dir:" + folder.encode("utf-8"))[:16]
+

@@ -128,6 +128,17 @@ def test_merge_path_step_never_leaves_an_item_that_is_a_folder(ours: list[str], 
     o_paths = tree.build(s, ((path_key(r["filename"]), [r["filename"], k]) for k, r in o.items()))
     result = tree.build(s, {**o, **t}.items())
     out = resolve_paths(s, o_root, o_paths, result, policy="fail" if fail else "rename")
+    # Given ours' folder index, the same outcome without reading ours' filename index; and
+    # its per-folder delta carries that index to the result's.
+    from dvstore.repo import apply_folder_delta, build_folder_index
+
+    o_folders = build_folder_index(s, [r["filename"] for r in o.values()])
+    fast = resolve_paths(s, o_root, o_paths, result, policy="fail" if fail else "rename", ours_folders=o_folders)
+    assert (fast.items, fast.paths, fast.renamed, [c.detail for c in fast.conflicts]) == (
+        out.items, out.paths, out.renamed, [c.detail for c in out.conflicts])
+    if not out.conflicts:
+        names = [r["filename"] for _, r in tree.items(s, out.items)]
+        assert apply_folder_delta(s, o_folders, out.folder_delta) == build_folder_index(s, names)
     before = [r["filename"] for r in {**o, **t}.values()]
     if fail:
         assert bool(out.conflicts) == has_clash(before)

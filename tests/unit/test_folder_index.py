@@ -186,3 +186,27 @@ def test_folder_commit_onto_a_moved_head_carries_both_indexes(tmp_path: Path) ->
     assert store.repo.db.get("index", b"path:" + items) is not None  # recorded, not rebuilt later
     assert _stored(store, "ds") == _expected(store, "ds")
     assert store.fsck().ok  # fsck compares both indexes with the items layer
+
+
+def test_a_merge_adding_names_does_not_read_ours_whole_filename_index(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    store, base = _spread(tmp_path, "base", 3000)
+    left = base.clone("left")
+    right = base.clone("right")
+    with right.edit("new names") as e:
+        for i in range(5):
+            e.add_bytes(f"/f{i % 3}/new{i}.bin", b"n%d" % i)
+            e.add_bytes(f"/fresh{i}/n.bin", b"f%d" % i)
+    ours_paths = store.repo.path_index(store.repo.commit(left.head_id).layers["items"])
+    walked: list[bytes] = []
+    real_items = tree.items
+
+    def spy(store_, root):  # type: ignore[no-untyped-def]
+        walked.append(root)
+        return real_items(store_, root)
+
+    monkeypatch.setattr(tree, "items", spy)
+    left.merge([right])
+    assert ours_paths not in walked
+    monkeypatch.setattr(tree, "items", real_items)
+    assert _stored(store, "left") == _expected(store, "left")
