@@ -23,7 +23,7 @@ from dvstore.model import (
     normalize_filename,
     now_iso,
 )
-from dvstore.repo import ANNSET, DatasetRecord, apply_folder_delta, folder_key, path_key
+from dvstore.repo import ANNSET, DatasetRecord, apply_folder_delta, folder_count, path_key
 from dvstore.storage.objects import ObjectStore
 from dvstore.views import LazyItemView, annotations_json
 
@@ -162,10 +162,6 @@ class _FolderCheck:
         self.not_items: set[str] = set()
         self.delta: dict[str, int] = {}
 
-    def count(self, folder: str) -> int:
-        v = tree.get(self.objs, self.dst_folders, folder_key(folder))
-        return int(v[1]) if v is not None and v[0] == folder else 0
-
     def check(self, fn: str) -> None:
         i = fn.rfind("/")
         count_folders(self.delta, fn, 1)
@@ -177,7 +173,7 @@ class _FolderCheck:
                     raise inside_item_error(fn, d)
                 self.not_items.add(d)
             i = fn.rfind("/", 0, i)
-        if self.count(fn):
+        if folder_count(self.objs, self.dst_folders, fn):
             inner = next(name for _, (name, _iid) in tree.items(self.objs, self.dst_paths)
                          if name.startswith(fn + "/"))
             raise holds_items_error(fn, inner)

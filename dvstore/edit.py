@@ -34,7 +34,7 @@ from dvstore.repo import (
     DatasetRecord,
     Repository,
     apply_folder_delta,
-    folder_key,
+    folder_count,
     path_key,
 )
 from dvstore.storage.blobs import SMALL_MAX
@@ -246,15 +246,9 @@ class Editor:
             self._dir_root = self.repo.folder_index(self.base.layers["items"] or tree.EMPTY)
         return self._dir_root
 
-    def _base_count(self, root: bytes, folder: str) -> int:
-        if root == tree.EMPTY:
-            return 0
-        v = tree.get(self.objects, root, folder_key(folder))
-        return int(v[1]) if v is not None and v[0] == folder else 0
-
     def _folder_count(self, folder: str) -> int:
         """Items below ``folder`` in the pending version (0: not a folder)."""
-        return self._dir_delta.get(folder, 0) + self._base_count(self._base_folders(), folder)
+        return self._dir_delta.get(folder, 0) + folder_count(self.objects, self._base_folders(), folder)
 
     def _add_name(self, filename: str) -> None:
         """Record ``filename`` (normalised, not an item now) as an item, or raise InvalidNameError."""
@@ -269,8 +263,8 @@ class Editor:
                 raise inside_item_error(filename, node)
         self._link(filename)
 
-    def _link(self, filename: str, step: int = 1) -> None:
-        count_folders(self._dir_delta, filename, step)
+    def _link(self, filename: str) -> None:
+        count_folders(self._dir_delta, filename, 1)
 
     def _unlink(self, filename: str) -> None:
         count_folders(self._dir_delta, filename, -1)

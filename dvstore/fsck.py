@@ -189,38 +189,46 @@ def _check(repo: Repository, rep: FsckReport, read_data: bool) -> None:
 
 
 def _check_index(repo: Repository, rep: FsckReport, walk: Walk, live: set[bytes]) -> None:
-    """Derived path indexes: a broken one for a live items root is a finding (lookups use it)."""
+    """Derived path and folder indexes: a broken one for a live items root is a finding
+    (lookups use it). Each items root is read once for both of its indexes."""
+    by_root: dict[bytes, list[tuple[bytes, bytes]]] = {}
     for k, v in repo.db.scan("index"):
         parsed = parse_index_key(k)
         if parsed is None or len(v) != 32:
             rep.findings.append(Issue("index-derived", repr(k[:40]), f"malformed derived index entry -- {REBUILD_HINT}"))
             continue
-        kind, iroot = parsed
-        what = "path index" if kind == b"path:" else "folder index"
-        if iroot not in walk.items_roots:
-            rep.note("index-unreferenced", iroot.hex(), f"{what} of an items root no version uses (gc drops it)")
-            continue
-        got = walk.path_tree(v)
-        if isinstance(got, str):
-            rep.findings.append(Issue("index-derived", iroot.hex(), f"{what} is broken: {got} -- {REBUILD_HINT}"))
-            continue
-        nodes, entries = got
-        expected: dict[bytes, Any] = {}
-        try:
-            names = [irec["filename"] for _, irec in tree.items(repo.objects, iroot)] if kind == b"dirs:" else []
-            if kind == b"path:":
-                for iid, irec in tree.items(repo.objects, iroot):
-                    expected[path_key(irec["filename"])] = [irec["filename"], iid]
-        except (DvsError, KeyError, TypeError):
-            continue  # the items tree itself is damaged: reported by the walk
-        if kind == b"dirs:":
-            scratch = MemoryObjectStore()
-            expected = dict(tree.items(scratch, build_folder_index(scratch, names)))
-        if expected != entries:
-            rep.findings.append(Issue("index-derived", iroot.hex(),
-                                      f"{what} does not match the items layer -- {REBUILD_HINT}"))
-            continue
-        live |= nodes
+        by_root.setdefault(parsed[1], []).append((parsed[0], v))
+    for iroot, rows in by_root.items():
+        names: list[tuple[bytes, str]] | None = None
+        for kind, v in rows:
+            what = "path index" if kind == b"path:" else "folder index"
+            if iroot not in walk.items_roots:
+                rep.note("index-unreferenced", iroot.hex(), f"{what} of an items root no version uses (gc drops it)")
+                continue
+            got = walk.path_tree(v)
+            if isinstance(got, str):
+                rep.findings.append(Issue("index-derived", iroot.hex(), f"{what} is broken: {got} -- {REBUILD_HINT}"))
+                continue
+            nodes, entries = got
+            try:
+                if names is None:
+                    names = [(iid, irec["filename"]) for iid, irec in tree.items(repo.objects, iroot)]
+                expected = _expected_index(kind, names)
+            except (DvsError, KeyError, TypeError, AttributeError):
+                break  # the items tree itself is damaged: reported by the walk
+            if entries != expected:
+                rep.findings.append(Issue("index-derived", iroot.hex(),
+                                          f"{what} does not match the items layer -- {REBUILD_HINT}"))
+                continue
+            live |= nodes
+
+
+def _expected_index(kind: bytes, names: list[tuple[bytes, str]]) -> dict[bytes, Any]:
+    """The entries a derived index of a version with these (item id, filename)s must hold."""
+    if kind == b"path:":
+        return {path_key(fn): [fn, iid] for iid, fn in names}
+    scratch = MemoryObjectStore()
+    return dict(tree.items(scratch, build_folder_index(scratch, [fn for _, fn in names])))
 
 
 def _check_stat_cache(repo: Repository, rep: FsckReport) -> None:

@@ -283,7 +283,7 @@ class _Reader:
 def _read_small(local: str, st: os.stat_result) -> tuple[Digest, bytes]:
     """Read and hash a small file (on the reader thread)."""
     try:
-        fd = os.open(local, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(local, os.O_RDONLY | os.O_CLOEXEC)
         try:
             # Exact size (+1 to see growth): os.read(fd, 1 MiB) would allocate 1 MiB per file.
             data = os.read(fd, st.st_size + 1)

@@ -409,15 +409,21 @@ def build_folder_index(objects: ObjectStore, filenames: Iterable[str]) -> Digest
     return tree.build(objects, ((folder_key(f), [f, n]) for f, n in counts.items()), canonical=True)
 
 
+def folder_count(objects: ObjectStore, root: bytes, folder: str) -> int:
+    """Items below ``folder`` in the folder index ``root`` (0: not a folder there)."""
+    if root == tree.EMPTY:
+        return 0
+    v = tree.get(objects, root, folder_key(folder))
+    return int(v[1]) if v is not None and v[0] == folder else 0
+
+
 def apply_folder_delta(objects: ObjectStore, root: bytes, delta: dict[str, int]) -> Digest:
     """The folder index ``root`` with each folder's item count changed by ``delta``."""
     changes: dict[bytes, Any] = {}
     for folder, d in delta.items():
         if d:
-            key = folder_key(folder)
-            v = tree.get(objects, root, key) if root != tree.EMPTY else None
-            n = (int(v[1]) if v is not None and v[0] == folder else 0) + d
-            changes[key] = [folder, n] if n > 0 else tree.DELETE
+            n = folder_count(objects, root, folder) + d
+            changes[folder_key(folder)] = [folder, n] if n > 0 else tree.DELETE
     return tree.apply(objects, root, changes, canonical=True) if changes else Digest(root)
 
 

@@ -292,16 +292,15 @@ class BlobStore:
 def _copy_in_kernel(src: int, dst: int) -> bool:
     """Copy all of ``src`` to ``dst`` inside the kernel: copy_file_range, else (another file
     system) sendfile. False, with nothing written, when the kernel can do neither here."""
-    for copy in (getattr(os, "copy_file_range", None), getattr(os, "sendfile", None)):
-        if copy is None:
-            continue
+    steps: list[Callable[[], int]] = []
+    if hasattr(os, "copy_file_range"):
+        steps.append(lambda: os.copy_file_range(src, dst, 1 << 30))
+    if hasattr(os, "sendfile"):
+        steps.append(lambda: os.sendfile(dst, src, None, 1 << 30))
+    for step in steps:
         try:
-            if copy is os.sendfile:
-                while os.sendfile(dst, src, None, 1 << 30):
-                    pass
-            else:
-                while copy(src, dst, 1 << 30):
-                    pass
+            while step():
+                pass
             return True
         except OSError as e:
             if e.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EBADF):
