@@ -177,6 +177,7 @@ class Dataset:
             except BaseException:
                 self._repo.objects.discard()
                 self._repo.blobs.discard()
+                e.close()
                 raise
             e.commit()
 

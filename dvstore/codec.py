@@ -93,6 +93,37 @@ def encode_canonical(x: Any) -> bytes:
     return out
 
 
+_PACKER = msgpack.Packer(use_bin_type=True, use_single_float=False)
+
+
+def encode_map_around(d: dict[str, Any], key: str) -> tuple[bytes, bytes]:
+    """Split the encoding of ``d`` plus one more entry around that entry's value.
+
+    ``head + encode_canonical(v) + tail == encode_canonical({**d, key: v})`` (keys in
+    canonical order) for every canonical ``v``: a record can be encoded once and given its
+    ``key`` later (importers that learn an annotation's id only when the item exists).
+    ``d`` must be canonical and must not hold ``key``.
+    """
+    head = [_PACKER.pack_map_header(len(d) + 1)]
+    tail: list[bytes] = []
+    for k, v in d.items():
+        (head if k < key else tail).append(_PACKER.pack(k) + encode_canonical(v))
+    head.append(_PACKER.pack(key))
+    return b"".join(head), b"".join(tail)
+
+
+def encode_map_of_encoded(entries: list[tuple[str, bytes]]) -> bytes:
+    """The canonical encoding of a map given its entries' values encoded already.
+
+    ``entries`` must be sorted by key with no key twice.
+    """
+    parts = [_PACKER.pack_map_header(len(entries))]
+    for k, v in entries:
+        parts.append(_PACKER.pack(k))
+        parts.append(v)
+    return b"".join(parts)
+
+
 def _no_ext(code: int, data: bytes) -> Any:
     raise ValueError("extension types are not allowed")
 

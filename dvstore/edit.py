@@ -37,8 +37,15 @@ from dvstore.repo import (
     folder_count,
     path_key,
 )
+from dvstore.spill import MISSING, Spill
 from dvstore.storage.blobs import SMALL_MAX
 from dvstore.tree import DELETE
+
+WRITE_AHEAD_BYTES = 16 * 1024 * 1024
+"""Building a version stores new tree nodes ahead of it once they reach this size."""
+
+_NAMES = {"items": b"i", "annotations": b"a", "metadata": b"m", "status": b"s"}
+_PATHS = b"p"
 
 
 def inside_item_error(name: str, item: str) -> InvalidNameError:
@@ -97,8 +104,13 @@ class Editor:
         # ``base`` builds on an older version (a working folder behind a moved head).
         self.base_id = Digest(base) if base is not None else repo.head(ds)
         self.base = repo.commit(self.base_id)
+        # Changes since the base, per layer: item id -> new value or DELETE. A dict that
+        # grows past spill.LIMIT entries moves to a scratch table (``_spill``), so a bulk edit
+        # keeps at most that many records in memory.
         self.changes: dict[str, dict[bytes, Any]] = {layer: {} for layer in LAYERS}
-        self._paths: dict[str, bytes | None] = {}
+        # Changed names: path_key(name) -> [name, item id or None (no item by that name)].
+        self._paths: dict[bytes, list[Any]] = {}
+        self._spill = Spill(repo.blobs.tmp)
         self._path_root = repo.path_index(self.base.layers["items"] or tree.EMPTY)
         self.recipe: dict[str, Any] | None = None
         self.committed: Digest | None = None
@@ -128,15 +140,26 @@ class Editor:
     def item_id(self, filename: str, *, normalized: bool = False) -> bytes | None:
         if not normalized:
             filename = normalize_filename(filename)
-        if filename in self._paths:
-            return self._paths[filename]
-        if self._path_all is not None:
-            return self._path_all.get(filename)
-        v = tree.get(self.objects, self._path_root, path_key(filename))
+        pk = path_key(filename)
+        v = self._spill.get(_PATHS, self._paths, pk)
+        if v is MISSING:
+            if self._path_all is not None:
+                return self._path_all.get(filename)
+            v = tree.get(self.objects, self._path_root, pk)
         if v is None or v[0] != filename:
             return None
-        iid: bytes = v[1]
+        iid: bytes | None = v[1]
         return iid
+
+    def _set_path(self, filename: str, iid: bytes | None) -> None:
+        self._paths[path_key(filename)] = [filename, iid]
+        self._spill.check(_PATHS, self._paths)
+
+    def _set(self, layer: str, iid: bytes, value: Any) -> None:
+        """Stage ``value`` (canonical, or DELETE) for ``iid`` in ``layer``."""
+        ch = self.changes[layer]
+        ch[iid] = value
+        self._spill.check(_NAMES[layer], ch)
 
     def _require(self, filename: str) -> bytes:
         iid = self.item_id(filename)
@@ -145,9 +168,8 @@ class Editor:
         return iid
 
     def current(self, layer: str, iid: bytes) -> Any | None:
-        ch = self.changes[layer]
-        if iid in ch:
-            v = ch[iid]
+        v = self._spill.get(_NAMES[layer], self.changes[layer], iid)
+        if v is not MISSING:
             return None if v is DELETE else v
         if layer == "items" and self._items_all is not None:
             return self._items_all.get(iid)
@@ -173,14 +195,14 @@ class Editor:
             iid = new_item_id()
             rec = {"blob": blob, "createdAt": self._now, "filename": filename, "hidden": False,
                    "mimetype": mimetype, "size": size, "system": system}
-            self._paths[filename] = iid
+            self._set_path(filename, iid)
         else:
             old = self.current("items", iid)
             assert old is not None
             if old["blob"] == blob and old.get("mimetype") == mimetype and old.get("system") == system:
                 return iid
             rec = dict(old, blob=blob, size=size, mimetype=mimetype, system=system)
-        self.changes["items"][iid] = rec
+        self._set("items", iid, rec)
         return iid
 
     def add_bytes(self, filename: str, data: bytes, mimetype: str | None = None) -> bytes:
@@ -209,9 +231,9 @@ class Editor:
     def delete(self, filename: str) -> None:
         iid = self._require(filename)
         for layer in LAYERS:
-            self.changes[layer][iid] = DELETE
+            self._set(layer, iid, DELETE)
         filename = normalize_filename(filename)
-        self._paths[filename] = None
+        self._set_path(filename, None)
         self._unlink(filename)
 
     def rename(self, old: str, new: str) -> None:
@@ -223,16 +245,16 @@ class Editor:
         rec = self.current("items", iid)
         assert rec is not None
         # The old name goes first: /a/b -> /a leaves no folder /a behind, /a -> /a/b no item /a.
-        self._paths[old] = None
+        self._set_path(old, None)
         self._unlink(old)
         try:
             self._add_name(new)
         except InvalidNameError:
-            self._paths[old] = iid
+            self._set_path(old, iid)
             self._link(old)
             raise
-        self.changes["items"][iid] = dict(rec, filename=new)
-        self._paths[new] = iid
+        self._set("items", iid, dict(rec, filename=new))
+        self._set_path(new, iid)
 
     # -- item names and folders ----------------------------------------------------------
     #
@@ -281,11 +303,11 @@ class Editor:
 
     def _live_names(self) -> list[str]:
         """Every item name of the pending version (reads the whole filename index)."""
-        paths = self._paths
+        changed = {v[0]: v[1] for _, v in self._spill.merged(_PATHS, self._paths)}
         base: Iterable[str] = self._path_all if self._path_all is not None else (
             v[0] for _, v in tree.items(self.objects, self._path_root))
-        names = [fn for fn in base if fn not in paths]
-        names.extend(fn for fn, iid in paths.items() if iid is not None)
+        names = [fn for fn in base if fn not in changed]
+        names.extend(fn for fn, iid in changed.items() if iid is not None)
         return names
 
     def _some_item_in(self, folder: str) -> str:
@@ -297,7 +319,7 @@ class Editor:
         iid = self._require(filename)
         rec = self.current("items", iid)
         assert rec is not None
-        self.changes["items"][iid] = dict(rec, hidden=bool(hidden))
+        self._set("items", iid, dict(rec, hidden=bool(hidden)))
 
     # -- annotations -----------------------------------------------------------------
 
@@ -325,9 +347,9 @@ class Editor:
         if annset:
             oid = self.objects.put_encoded(ANNSET, codec.encode_canonical({k: annset[k] for k in sorted(annset)}))
             if oid != self.current("annotations", iid):
-                self.changes["annotations"][iid] = oid
+                self._set("annotations", iid, oid)
         elif self.current("annotations", iid) is not None:
-            self.changes["annotations"][iid] = DELETE
+            self._set("annotations", iid, DELETE)
         st = self.current("status", iid) or {}
         if qa or st.get("annotations"):
             st = dict(st)
@@ -362,7 +384,7 @@ class Editor:
             self._put_status(iid, st)
 
     def _put_annset(self, iid: bytes, annset: dict[str, Any]) -> None:
-        self.changes["annotations"][iid] = self.objects.put(ANNSET, annset) if annset else DELETE
+        self._set("annotations", iid, self.objects.put(ANNSET, annset) if annset else DELETE)
 
     # -- metadata and status -----------------------------------------------------------
 
@@ -387,7 +409,7 @@ class Editor:
             rec["user"] = new_user
         if new_sys:
             rec["system"] = new_sys
-        self.changes["metadata"][iid] = codec.canonical(rec) if rec else DELETE
+        self._set("metadata", iid, codec.canonical(rec) if rec else DELETE)
 
     def set_task_status(self, filename: str, task_id: str, status: str | None, **extra: Any) -> None:
         iid = self._require(filename)
@@ -419,7 +441,7 @@ class Editor:
 
     def _put_status(self, iid: bytes, st: dict[str, Any]) -> None:
         st = {k: v for k, v in st.items() if v}
-        self.changes["status"][iid] = codec.canonical(st) if st else DELETE
+        self._set("status", iid, codec.canonical(st) if st else DELETE)
 
     def set_recipe(self, recipe: dict[str, Any]) -> None:
         self.recipe = recipe
@@ -429,29 +451,29 @@ class Editor:
     def prepare(self) -> tuple[Commit, bytes] | None:
         """Build (but do not publish) the version: (commit, path-index root), or None if unchanged.
 
-        New objects stay staged in the object store until a ``publish`` writes them.
+        New objects stay staged in the object store until a ``publish`` writes them, except
+        that a large edit stores its tree nodes ahead (harmless garbage should it never be
+        published) instead of holding them all in memory.
         """
+        with self.objects.writing_ahead(WRITE_AHEAD_BYTES):
+            return self._prepare()
+
+    def _prepare(self) -> tuple[Commit, bytes] | None:
         layers: dict[str, bytes | None] = dict(self.base.layers)
-        path_changes: dict[bytes, Any] = {}
-        base_items = self.base.layers["items"] or tree.EMPTY
-        for iid, new in self.changes["items"].items():
-            old = tree.get(self.objects, base_items, iid)
-            if old is not None and (new is DELETE or old["filename"] != new["filename"]):
-                path_changes.setdefault(path_key(old["filename"]), DELETE)
-        for iid, new in self.changes["items"].items():
-            if new is not DELETE:
-                path_changes[path_key(new["filename"])] = [new["filename"], iid]
         for layer in LAYERS:
-            ch = self.changes[layer]
-            if ch:
+            name, ch = _NAMES[layer], self.changes[layer]
+            if self._spill.any(name, ch):
                 # Every value the editor stages is canonical by construction (sorted keys).
-                layers[layer] = tree.apply(self.objects, layers[layer] or tree.EMPTY, ch, canonical=True)
+                layers[layer] = tree.apply_sorted(self.objects, layers[layer] or tree.EMPTY,
+                                                  self._spill.merged(name, ch))
         recipe_id = self.base.recipe
         if self.recipe is not None:
             recipe_id = self.objects.put(RECIPE, self.recipe)
         if layers == self.base.layers and recipe_id == self.base.recipe:
             return None
-        new_path_root = tree.apply(self.objects, self._path_root, path_changes, canonical=True)  # [str, bytes]
+        path_changes = ((pk, DELETE if v[1] is None else v)
+                        for pk, v in self._spill.merged(_PATHS, self._paths))
+        new_path_root = tree.apply_sorted(self.objects, self._path_root, path_changes)  # [str, bytes]
         self.folders_root = self._prepare_folders()
         c = Commit(layers=layers, recipe=recipe_id, parents=(self.base_id,), op=self.op,
                    info={}, author=self.author, message=self.message, time=now_iso())
@@ -464,15 +486,22 @@ class Editor:
 
     def commit(self) -> Digest | None:
         """Publish the changes as one version; None when nothing changed."""
-        prepared = self.prepare()
-        if prepared is None:
-            self.objects.discard()
-            self.repo.blobs.discard()
-            return None
-        c, new_path_root = prepared
-        items_root = c.layers["items"]
-        assert items_root is not None
-        self.committed = self.repo.publish(ds=self.ds, expected_head=self.base_id, commit=c,
-                                           extra=self.run_extra, path_index=(items_root, new_path_root),
-                                           folders=self.folders_root)
-        return self.committed
+        try:
+            prepared = self.prepare()
+            if prepared is None:
+                self.objects.discard()
+                self.repo.blobs.discard()
+                return None
+            c, new_path_root = prepared
+            items_root = c.layers["items"]
+            assert items_root is not None
+            self.committed = self.repo.publish(ds=self.ds, expected_head=self.base_id, commit=c,
+                                               extra=self.run_extra, path_index=(items_root, new_path_root),
+                                               folders=self.folders_root)
+            return self.committed
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Let go of the scratch file of a large edit (also done by ``commit``)."""
+        self._spill.close()

@@ -383,38 +383,40 @@ def _apply_annotations(editor: Editor, by_file: dict[str, list[dict[str, Any]]],
     for fn in added or []:
         stem = fn.rsplit(".", 1)[0] if "." in fn.rsplit("/", 1)[-1] else fn
         stems.setdefault(stem, []).append(fn)
-    objects = editor.repo.objects
-    for n, key in enumerate(sorted(by_file)):  # keys and stems are normalised filenames already
-        if n % WINDOW == WINDOW - 1 and objects.pending_size() >= FLUSH_BYTES:
-            # Annotation sets are final objects: like blobs, they can be stored ahead of the
-            # version (harmless garbage if it never comes) instead of waiting in memory.
-            editor.repo.db.ensure_room(objects.pending_size())
-            editor.repo.db.write(objects.write_pending)
-            objects.committed()
-        fn = key
+    # Annotation sets are final objects: like blobs, they are stored ahead of the version
+    # (harmless garbage if it never comes) instead of waiting in memory.
+    with editor.repo.objects.writing_ahead(FLUSH_BYTES):
+        for key in sorted(by_file):  # keys and stems are normalised filenames already
+            _apply_one(editor, key, by_file, extras, stems, stats, stored_form)
+
+
+def _apply_one(editor: Editor, key: str, by_file: dict[str, list[dict[str, Any]]],
+               extras: dict[str, dict[str, Any]], stems: dict[str, list[str]], stats: IngestStats,
+               stored_form: bool) -> None:
+    """Set the annotations (and Dataloop extras) from ``by_file[key]`` on the item they name."""
+    fn = key
+    iid = editor.item_id(fn, normalized=True)
+    if iid is None and len(stems.get(key, [])) == 1:
+        fn = stems[key][0]
         iid = editor.item_id(fn, normalized=True)
-        if iid is None and len(stems.get(key, [])) == 1:
-            fn = stems[key][0]
-            iid = editor.item_id(fn, normalized=True)
-            extras = dict(extras, **{fn: extras[key]}) if key in extras else extras
-        if iid is None:
-            stats.skipped.append(key)
-            continue
-        anns = [dict(a, id=_stable_annotation_id(iid, a)) for a in by_file.pop(key)]  # freed as we go
-        # COCO annotations come in stored form; an unchanged set hashes to the same object.
-        editor.set_item_annotations(iid, anns, stored_form=stored_form)
-        extra = extras.get(fn)
-        if extra:
-            md = extra.get("metadata") or {}
-            if md.get("user") or md.get("system"):
-                editor.update_metadata(fn, user=md.get("user"), system=md.get("system"))
-            for tid, t in (extra.get("tasks") or {}).items():
-                t = dict(t)
-                editor.set_task_status(fn, tid, t.pop("status", None), **t)
-            if extra.get("hidden"):
-                editor.set_hidden(fn, True)
-        if anns:
-            stats.annotated += 1
+    if iid is None:
+        stats.skipped.append(key)
+        return
+    anns = [dict(a, id=_stable_annotation_id(iid, a)) for a in by_file.pop(key)]  # freed as we go
+    # COCO annotations come in stored form; an unchanged set hashes to the same object.
+    editor.set_item_annotations(iid, anns, stored_form=stored_form)
+    extra = extras.get(key)  # the json's extras, whichever way it named the item
+    if extra:
+        md = extra.get("metadata") or {}
+        if md.get("user") or md.get("system"):
+            editor.update_metadata(fn, user=md.get("user"), system=md.get("system"))
+        for tid, t in (extra.get("tasks") or {}).items():
+            t = dict(t)
+            editor.set_task_status(fn, tid, t.pop("status", None), **t)
+        if extra.get("hidden"):
+            editor.set_hidden(fn, True)
+    if anns:
+        stats.annotated += 1
 
 
 def _stable_annotation_id(iid: bytes, a: dict[str, Any]) -> str:

@@ -134,31 +134,104 @@ def _collect(store: ObjectStore, oid: bytes) -> list[list[Any]]:
     return out
 
 
-def _apply(store: ObjectStore, oid: bytes, depth: int, changes: list[tuple[bytes, Any]]) -> tuple[Digest, int, int]:
-    """Apply sorted ``changes`` below ``oid``; return (new id, new count, old count)."""
+class _Changes:
+    """A sorted stream of (key, value) changes that can be peeked at and pushed back onto.
+
+    The builders below look at most LEAF_MAX + 1 entries ahead per level before they know
+    whether a set is a leaf or a node, so a batch of any size is applied in bounded memory.
+    """
+
+    __slots__ = ("_it", "_back", "head")
+
+    def __init__(self, it: Iterable[tuple[bytes, Any]]) -> None:
+        self._it = iter(it)
+        self._back: list[tuple[bytes, Any]] = []  # pushed back, last one first
+        self.head: tuple[bytes, Any] | None = next(self._it, None)
+
+    def pop(self) -> tuple[bytes, Any]:
+        h = self.head
+        assert h is not None
+        self.head = self._back.pop() if self._back else next(self._it, None)
+        return h
+
+    def unread(self, entries: list[tuple[bytes, Any]]) -> None:
+        """Put ``entries`` (sorted, all before ``head``) back in front."""
+        if not entries:
+            return
+        if self.head is not None:
+            self._back.append(self.head)
+        self._back.extend(reversed(entries[1:]))
+        self.head = entries[0]
+
+    def below(self, hi: bytes | None) -> bool:
+        """Is there a next change with key < ``hi`` (None: no bound)?"""
+        h = self.head
+        return h is not None and (hi is None or h[0] < hi)
+
+
+def _bound(key: bytes, depth: int) -> bytes | None:
+    """Exclusive upper bound of the keys sharing ``key``'s first ``depth + 1`` nibbles."""
+    shift = 4 * (MAX_DEPTH - depth - 1)
+    nxt = (int.from_bytes(key, "big") >> shift) + 1
+    if nxt >> (4 * (depth + 1)):
+        return None  # the last range at this depth
+    return (nxt << shift).to_bytes(KEY_SIZE, "big")
+
+
+def _build_stream(store: ObjectStore, s: _Changes, depth: int, hi: bytes | None) -> tuple[Digest, int]:
+    """Write the canonical subtree of every entry of ``s`` below ``hi``; return (id, count)."""
+    buf: list[tuple[bytes, Any]] = []
+    while len(buf) <= LEAF_MAX and s.below(hi):
+        buf.append(s.pop())
+    if len(buf) <= LEAF_MAX or depth >= MAX_DEPTH:
+        return _write_leaf(store, [[k, v] for k, v in buf]), len(buf)
+    s.unread(buf)
+    bitmap = 0
+    children = []
+    total = 0
+    while s.below(hi):
+        head = s.head
+        assert head is not None
+        child, n = _build_stream(store, s, depth + 1, _bound(head[0], depth))
+        bitmap |= 1 << nibble(head[0], depth)
+        children.append(child)
+        total += n
+    return store.put_encoded(NODE, codec.encode_canonical([bitmap, children, total])), total
+
+
+def _merge_leaf(entries: list[Any], s: _Changes, hi: bytes | None) -> Iterator[tuple[bytes, Any]]:
+    """A leaf's entries with the changes of ``s`` below ``hi`` applied, in key order."""
+    i = 0
+    while s.below(hi):
+        k, v = s.pop()
+        while i < len(entries) and entries[i][0] < k:
+            yield entries[i][0], entries[i][1]
+            i += 1
+        if i < len(entries) and entries[i][0] == k:
+            i += 1
+        if v is not DELETE:
+            yield k, v
+    for e in entries[i:]:
+        yield e[0], e[1]
+
+
+def _apply(store: ObjectStore, oid: bytes, depth: int, hi: bytes | None, s: _Changes) -> tuple[Digest, int, int]:
+    """Apply the changes of ``s`` below ``hi`` to the subtree ``oid`` at ``depth``.
+
+    Returns (new id, new count, old count). Untouched children keep their ids; a leaf that
+    grows is rebuilt from a stream, so even a batch of millions never sits in one list.
+    """
     entries, bitmap, children, count = read_node(store, oid)
     if entries is not None:
-        merged: dict[bytes, Any] = {e[0]: e[1] for e in entries}
-        for k, v in changes:
-            if v is DELETE:
-                merged.pop(k, None)
-            else:
-                merged[k] = v
-        new_entries = [[k, merged[k]] for k in sorted(merged)]
-        return _build(store, new_entries, depth), len(new_entries), count
-    groups: dict[int, list[tuple[bytes, Any]]] = {}
-    for c in changes:
-        groups.setdefault(nibble(c[0], depth), []).append(c)
-    slots: dict[int, bytes] = {}
-    i = 0
-    for n in range(FANOUT):
-        if bitmap >> n & 1:
-            slots[n] = children[i]
-            i += 1
+        new, n = _build_stream(store, _Changes(_merge_leaf(entries, s, hi)), depth, None)
+        return new, n, count
+    slots = _slots(bitmap, children)
     total = count
-    for n, g in groups.items():
-        child = slots.get(n, EMPTY)
-        new_child, new_c, old_c = _apply(store, child, depth + 1, g)
+    while s.below(hi):
+        head = s.head
+        assert head is not None
+        n = nibble(head[0], depth)
+        new_child, new_c, old_c = _apply(store, slots.get(n, EMPTY), depth + 1, _bound(head[0], depth), s)
         total += new_c - old_c
         if new_c:
             slots[n] = new_child
@@ -187,10 +260,28 @@ def apply(store: ObjectStore, root: bytes, changes: Mapping[bytes, Any], *, cano
         return Digest(root)
     batch = []
     for k in sorted(changes):
-        _check_key(k)
         v = changes[k]
         batch.append((k, v if v is DELETE or canonical else codec.canonical(v)))
-    return _apply(store, root, 0, batch)[0]
+    return apply_sorted(store, root, batch)
+
+
+def apply_sorted(store: ObjectStore, root: bytes, changes: Iterable[tuple[bytes, Any]]) -> Digest:
+    """``apply`` for a stream of (key, canonical value or ``DELETE``) in strictly increasing
+    key order: memory stays bounded whatever the number of changes (bulk ingest)."""
+    s = _Changes(_increasing(changes))
+    if s.head is None:
+        return Digest(root)
+    return _apply(store, root, 0, None, s)[0]
+
+
+def _increasing(changes: Iterable[tuple[bytes, Any]]) -> Iterator[tuple[bytes, Any]]:
+    prev = b""
+    for c in changes:
+        k = c[0]
+        if type(k) is not bytes or len(k) != KEY_SIZE or k <= prev:
+            raise ValueError("tree changes need distinct 16-byte keys in increasing order")
+        prev = k
+        yield c
 
 
 def get(store: ObjectStore, root: bytes, key: bytes) -> Any | None:

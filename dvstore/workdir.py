@@ -835,6 +835,8 @@ def commit_folder(directory: str = ".", message: str = "", *, store_path: str | 
                 repo.objects.discard()
                 repo.blobs.discard()
                 raise
+            finally:
+                e.close()
     finally:
         os.close(root_fd)
     if result.folder_version is not None:

@@ -31,6 +31,7 @@ import shutil
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -487,3 +488,97 @@ class WriteTxn(ReadTxn):
 
     def delete(self, db: str, key: bytes) -> bool:
         return bool(self._t.delete(key, db=self._dbs[db]))
+
+
+SCRATCH_PREFIX = "scratch-"
+
+
+class Scratch:
+    """A private, throwaway key-value table on disk, for work too big to keep in memory.
+
+    One LMDB file in the store's ``tmp/`` that only this object uses: no lock file, no
+    fsync (nothing in it must survive a crash; gc removes a killed process's file from
+    ``tmp/``), and it is deleted by ``close``. Created on the first write. Not for use across
+    ``fork()``.
+    """
+
+    def __init__(self, tmpdir: str) -> None:
+        self.tmpdir = tmpdir
+        self.path: str | None = None
+        self._env: lmdb.Environment | None = None
+        self._drop: weakref.finalize | None = None  # type: ignore[type-arg]
+
+    def _open(self) -> lmdb.Environment:
+        if self._env is None:
+            os.makedirs(self.tmpdir, exist_ok=True)
+            self.path = os.path.join(self.tmpdir, f"{SCRATCH_PREFIX}{os.getpid()}-{uuid.uuid4().hex}.mdb")
+            try:
+                self._env = lmdb.open(self.path, subdir=False, lock=False, sync=False, metasync=False,
+                                      map_size=64 * 1024 * 1024, max_dbs=0, readahead=False,
+                                      writemap=False, meminit=False, mode=0o600)
+            except lmdb.Error as e:
+                raise StorageError(f"cannot create a scratch file in {self.tmpdir}: {e}",
+                                   hint="check free disk space") from None
+            # Deleted by close(), or when this object is collected, or at exit.
+            self._drop = weakref.finalize(self, _drop_scratch, self._env, self.path, os.getpid())
+        return self._env
+
+    def put_many(self, rows: list[tuple[bytes, bytes]]) -> None:
+        """Store ``rows`` (best sorted by key) in one transaction, replacing equal keys."""
+        env = self._open()
+        for _ in range(64):
+            try:
+                with env.begin(write=True) as t:
+                    for k, v in rows:
+                        t.put(k, v)
+                return
+            except lmdb.MapFullError:
+                env.set_mapsize(env.info()["map_size"] * 2)
+            except lmdb.Error as e:
+                raise StorageError(f"scratch write failed: {e}", hint="check free disk space") from None
+        raise StorageError("scratch write failed: its map could not grow")
+
+    def get(self, key: bytes) -> bytes | None:
+        if self._env is None:
+            return None
+        with self._env.begin() as t:
+            v = t.get(key)
+            return None if v is None else bytes(v)
+
+    def scan(self, prefix: bytes, batch: int = 4096) -> Iterator[tuple[bytes, bytes]]:
+        """Rows whose key starts with ``prefix``, in key order (read in short batches)."""
+        if self._env is None:
+            return
+        start = prefix
+        while True:
+            with self._env.begin() as t:
+                cur = t.cursor()
+                rows: list[tuple[bytes, bytes]] = []
+                if cur.set_range(start):
+                    for k, v in cur:
+                        if not k.startswith(prefix) or len(rows) == batch:
+                            break
+                        rows.append((bytes(k), bytes(v)))
+            if rows and rows[0][0] == start and start != prefix:
+                rows = rows[1:]  # the last row of the batch before
+            yield from rows
+            if len(rows) < batch - 1 or not rows:
+                return
+            start = rows[-1][0]
+
+    def close(self) -> None:
+        """Close and delete the file."""
+        if self._drop is not None:
+            self._drop()
+        self._env = self._drop = None
+        self.path = None
+
+
+def _drop_scratch(env: lmdb.Environment, path: str, pid: int) -> None:
+    if os.getpid() != pid:
+        return  # a forked child: the file is its parent's
+    env.close()
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

@@ -13,6 +13,8 @@ Reads see staged objects first. Two implementations share one contract: ``Memory
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 from dvstore import codec
@@ -22,6 +24,10 @@ from dvstore.storage.db import Database, WriteTxn
 
 TAGS = frozenset({b"leaf", b"node", b"commit", b"recipe", b"annset"})
 _CACHE_SIZE = 65536
+_CACHE_BYTES = 16 * 1024 * 1024
+"""Decoded objects are kept up to this many encoded bytes (decoded, several times that):
+bounded by bytes, not count, so that caching the leaves of a million-item tree cannot take
+gigabytes."""
 
 
 class ObjectStore(Protocol):
@@ -51,7 +57,13 @@ def _split(oid: bytes, raw: bytes) -> tuple[bytes, bytes]:
 class _Base:
     def __init__(self) -> None:
         self.pending: dict[bytes, bytes] = {}
+        self._pending_bytes = 0
         self._cache: dict[bytes, tuple[bytes, Any]] = {}
+        self._cache_sizes: dict[bytes, int] = {}
+        self._cache_bytes = 0
+        self.write_ahead_at: int | None = None
+        """When set, ``put`` stores staged objects ahead of the version once they reach this
+        many bytes (unreferenced objects are harmless; gc collects them)."""
 
     def _load_raw(self, oid: bytes) -> bytes | None:
         raise NotImplementedError
@@ -79,10 +91,13 @@ class _Base:
         got, payload = _split(oid, raw)
         hit = (got, codec.decode(payload))
         self._cache[oid] = hit
-        if len(self._cache) > _CACHE_SIZE:
-            # Evict the oldest tenth; an LRU's per-hit bookkeeping costs more than it saves here.
-            for k in list(self._cache)[: _CACHE_SIZE // 10]:
+        self._cache_sizes[oid] = len(raw)
+        self._cache_bytes += len(raw)
+        if len(self._cache) > _CACHE_SIZE or self._cache_bytes > _CACHE_BYTES:
+            # Evict the oldest quarter; an LRU's per-hit bookkeeping costs more than it saves here.
+            for k in list(self._cache)[: len(self._cache) // 4 + 1]:
                 del self._cache[k]
+                self._cache_bytes -= self._cache_sizes.pop(k)
         return hit
 
     def put(self, tag: bytes, value: Any) -> Digest:
@@ -91,8 +106,36 @@ class _Base:
     def put_encoded(self, tag: bytes, payload: bytes) -> Digest:
         oid = object_id(tag, payload)
         if oid not in self.pending:
-            self.pending[oid] = tag + b"\0" + payload
+            raw = self.pending[oid] = tag + b"\0" + payload
+            self._pending_bytes += len(raw)
+            if self.write_ahead_at is not None and self._pending_bytes >= self.write_ahead_at:
+                self.write_ahead()
         return oid
+
+    def pending_size(self) -> int:
+        """Bytes of staged objects."""
+        return self._pending_bytes
+
+    def write_ahead(self) -> None:
+        """Store the staged objects now, in a transaction of their own."""
+        raise NotImplementedError
+
+    @contextmanager
+    def writing_ahead(self, at: int) -> Iterator[None]:
+        """Within the block, staged objects are stored whenever they reach ``at`` bytes.
+
+        Only for code that runs outside any write transaction (building a version, bulk
+        imports): a write from inside one would wait for itself.
+        """
+        old, self.write_ahead_at = self.write_ahead_at, at
+        try:
+            yield
+        finally:
+            self.write_ahead_at = old
+
+    def _forget_pending(self) -> None:
+        self.pending.clear()
+        self._pending_bytes = 0
 
     def has(self, oid: bytes) -> bool:
         return oid in self.pending or self._load_raw(oid) is not None
@@ -110,7 +153,10 @@ class MemoryObjectStore(_Base):
 
     def flush(self) -> None:
         self.data.update(self.pending)
-        self.pending.clear()
+        self._forget_pending()
+
+    def write_ahead(self) -> None:
+        self.flush()
 
 
 class LmdbObjectStore(_Base):
@@ -123,8 +169,10 @@ class LmdbObjectStore(_Base):
     def _load_raw(self, oid: bytes) -> bytes | None:
         return self.db.get("objects", oid)
 
-    def pending_size(self) -> int:
-        return sum(len(v) for v in self.pending.values())
+    def write_ahead(self) -> None:
+        self.db.ensure_room(self._pending_bytes)
+        self.db.write(self.write_pending)
+        self._forget_pending()
 
     def write_pending(self, txn: WriteTxn) -> int:
         """Store staged objects in ``txn`` (idempotent: re-runnable after map growth)."""
@@ -136,7 +184,7 @@ class LmdbObjectStore(_Base):
 
     def committed(self) -> None:
         """Forget staged objects once the transaction that stored them committed."""
-        self.pending.clear()
+        self._forget_pending()
 
     def discard(self) -> None:
-        self.pending.clear()
+        self._forget_pending()

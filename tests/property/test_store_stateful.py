@@ -83,3 +83,24 @@ class StoreVsModel(RuleBasedStateMachine):
 
 TestStoreVsModel = StoreVsModel.TestCase
 TestStoreVsModel.settings = settings(max_examples=15, stateful_step_count=12, deadline=None)
+
+
+class SpilledStoreVsModel(StoreVsModel):
+    """The same model with every change dict moved to disk at once (spill.LIMIT = 1)."""
+
+    def __init__(self) -> None:
+        from dvstore import spill
+
+        self._limit = spill.LIMIT
+        spill.LIMIT = 1
+        super().__init__()
+
+    def teardown(self) -> None:
+        from dvstore import spill
+
+        spill.LIMIT = self._limit
+        super().teardown()
+
+
+TestSpilledStoreVsModel = SpilledStoreVsModel.TestCase
+TestSpilledStoreVsModel.settings = settings(max_examples=10, stateful_step_count=12, deadline=None)

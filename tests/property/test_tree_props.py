@@ -1,5 +1,6 @@
 """The layer trie against a plain dict: same content, same root, whatever the edit order."""
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
@@ -74,3 +75,32 @@ class TreeVsDict(RuleBasedStateMachine):
 
 TestTreeVsDict = TreeVsDict.TestCase
 TestTreeVsDict.settings = settings(max_examples=40, stateful_step_count=20, deadline=None)
+
+
+# Keys that share long prefixes: deep nodes and leaves that overflow several levels down,
+# which uniformly random ids of a few hundred keys never reach.
+clustered_ids = st.builds(lambda head, tail: bytes(head) + tail,
+                          st.lists(st.sampled_from([0x00, 0x0F, 0xF0, 0xFF]), min_size=0, max_size=14),
+                          st.binary(min_size=2, max_size=16)).map(lambda k: k[:16].ljust(16, b"\0"))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.dictionaries(clustered_ids, st.integers(0, 3), max_size=400),
+       st.dictionaries(clustered_ids, st.one_of(st.integers(0, 3), st.just(tree.DELETE)), max_size=400))
+def test_streamed_apply_matches_build(base, changes):
+    """``apply_sorted`` (the bounded-memory path) gives the canonical root of the result."""
+    s = MemoryObjectStore()
+    root = tree.build(s, base.items())
+    got = tree.apply_sorted(s, root, sorted(changes.items()))
+    want = {k: v for k, v in {**base, **changes}.items() if v is not tree.DELETE}
+    assert got == tree.build(s, want.items())
+    assert tree.count(s, got) == len(want)
+    assert dict(tree.items(s, got)) == want
+
+
+def test_streamed_apply_refuses_unsorted_changes():
+    s = MemoryObjectStore()
+    with pytest.raises(ValueError):
+        tree.apply_sorted(s, tree.EMPTY, [(b"\2" * 16, 1), (b"\1" * 16, 2)])
+    with pytest.raises(ValueError):
+        tree.apply_sorted(s, tree.EMPTY, [(b"\1" * 16, 1), (b"\1" * 16, 2)])
