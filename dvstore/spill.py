@@ -9,16 +9,17 @@ order (on equal keys the dict wins: it holds the later change), which is the str
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
-from dvstore import codec
+from dvstore import codec, testhooks
 from dvstore.storage.db import Scratch
 from dvstore.tree import DELETE
 
-LIMIT = 32768
+LIMIT = int(os.environ.get("DVS_SPILL_LIMIT", "32768"))
 """Entries a change dict may hold before it moves to disk (an item record costs ~700 bytes
-in Python, so about 25 MiB per dict)."""
+in Python, so about 25 MiB per dict). The variable is for tests and tuning."""
 
 MISSING: Any = object()
 _DELETED = b"\0"
@@ -47,6 +48,7 @@ class Spill:
             self._scratch.put_many([(name + k, _encode(v)) for k, v in sorted(d.items())])
             d.clear()
             self._on_disk.add(name)
+            testhooks.point("spill")
 
     def any(self, name: bytes, d: dict[bytes, Any]) -> bool:
         """Does ``name`` hold any change, in memory or on disk?"""

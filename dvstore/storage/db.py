@@ -500,6 +500,12 @@ class Scratch:
     fsync (nothing in it must survive a crash; gc removes a killed process's file from
     ``tmp/``), and it is deleted by ``close``. Created on the first write. Not for use across
     ``fork()``.
+
+    Unlike the store, it writes through the map (``writemap``): random-key inserts dirty
+    pages all over the tree, and without it LMDB would keep each transaction's dirty pages
+    in private memory (and reuse that memory only for later transactions), which grows
+    with the table. The file is fully allocated (``posix_fallocate``) before the map may
+    touch it, so a full disk is an error here, never a SIGBUS.
     """
 
     def __init__(self, tmpdir: str) -> None:
@@ -512,16 +518,33 @@ class Scratch:
         if self._env is None:
             os.makedirs(self.tmpdir, exist_ok=True)
             self.path = os.path.join(self.tmpdir, f"{SCRATCH_PREFIX}{os.getpid()}-{uuid.uuid4().hex}.mdb")
+            size = 64 * 1024 * 1024
             try:
-                self._env = lmdb.open(self.path, subdir=False, lock=False, sync=False, metasync=False,
-                                      map_size=64 * 1024 * 1024, max_dbs=0, readahead=False,
-                                      writemap=False, meminit=False, mode=0o600)
+                # LMDB writes its header with write(2); the map touches nothing before _reserve.
+                env = lmdb.open(self.path, subdir=False, lock=False, sync=False, metasync=False,
+                                map_size=size, max_dbs=0, readahead=False,
+                                writemap=True, meminit=False, mode=0o600)
             except lmdb.Error as e:
+                _unlink(self.path)
                 raise StorageError(f"cannot create a scratch file in {self.tmpdir}: {e}",
                                    hint="check free disk space") from None
             # Deleted by close(), or when this object is collected, or at exit.
-            self._drop = weakref.finalize(self, _drop_scratch, self._env, self.path, os.getpid())
+            self._drop = weakref.finalize(self, _drop_scratch, env, self.path, os.getpid())
+            self._reserve(size)
+            self._env = env
         return self._env
+
+    def _reserve(self, size: int) -> None:
+        assert self.path is not None
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                os.posix_fallocate(fd, 0, size)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            raise StorageError(f"cannot grow a scratch file in {self.tmpdir}: {e.strerror}",
+                               hint="check free disk space") from None
 
     def put_many(self, rows: list[tuple[bytes, bytes]]) -> None:
         """Store ``rows`` (best sorted by key) in one transaction, replacing equal keys."""
@@ -533,7 +556,9 @@ class Scratch:
                         t.put(k, v)
                 return
             except lmdb.MapFullError:
-                env.set_mapsize(env.info()["map_size"] * 2)
+                size = env.info()["map_size"] * 2
+                self._reserve(size)
+                env.set_mapsize(size)
             except lmdb.Error as e:
                 raise StorageError(f"scratch write failed: {e}", hint="check free disk space") from None
         raise StorageError("scratch write failed: its map could not grow")
@@ -578,6 +603,10 @@ def _drop_scratch(env: lmdb.Environment, path: str, pid: int) -> None:
     if os.getpid() != pid:
         return  # a forked child: the file is its parent's
     env.close()
+    _unlink(path)
+
+
+def _unlink(path: str) -> None:
     try:
         os.unlink(path)
     except FileNotFoundError:
