@@ -563,11 +563,15 @@ def wait_quiet(max_wait: float, threshold: float = 0.25) -> float:
 
 
 class AnonSampler(threading.Thread):
-    """Samples RssAnon (private memory, not page cache mapped from files) of every process in
-    the timed step's session every 50 ms; keeps the largest single-process value.
+    """Samples the private memory of the timed step's whole session every 50 ms: the sum over
+    its processes of Pss_Anon (from /proc/PID/smaps_rollup; RssAnon where that is missing),
+    and keeps the largest sum.
 
     ru_maxrss also counts file pages a process has mapped, e.g. LMDB's memory map of the store
-    (reclaimable page cache); this figure leaves them out. A sample can miss a short spike.
+    (reclaimable page cache); this figure leaves them out. It sums processes because a tool
+    may work in several at once (dvs reads a COCO file in a forked child; git spawns
+    helpers); Pss shares a page a fork left shared between the processes instead of counting
+    it in each. A sample can miss a short spike.
     """
 
     def __init__(self, sid: int) -> None:
@@ -578,6 +582,7 @@ class AnonSampler(threading.Thread):
 
     def run(self) -> None:
         while not self.stop.wait(0.05):
+            total = 0
             for pid in os.listdir("/proc"):
                 if not pid.isdigit():
                     continue
@@ -586,12 +591,25 @@ class AnonSampler(threading.Thread):
                         fields = f.read().rsplit(")", 1)[1].split()
                     if int(fields[3]) != self.sid:  # session id
                         continue
-                    with open(f"/proc/{pid}/status") as f:
-                        for line in f:
-                            if line.startswith("RssAnon:"):
-                                self.peak_kib = max(self.peak_kib, int(line.split()[1]))
+                    total += _private_kib(pid)
                 except (OSError, ValueError, IndexError):
                     continue
+            self.peak_kib = max(self.peak_kib, total)
+
+
+def _private_kib(pid: str) -> int:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss_Anon:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1])
+    return 0
 
 
 def measured(argv: list[str], cwd: Path, env: dict, log: Path, timeout: float,
@@ -836,7 +854,7 @@ def render(meta: dict, rows: list[dict], skipped: dict, tools: dict) -> str:
       "of the timed step (oxen: in-process add+commit). MB = 10^6 bytes. peak RSS = "
       "largest single process of the timed tree (ru_maxrss via GNU time's wait4), max over runs; "
       "it counts file pages the process mapped (for dvs, LMDB's map of its own store). anon = the "
-      "largest RssAnon (private memory only) sampled every 50 ms in the timed tree, max over runs. "
+      "largest private memory (sum of Pss_Anon over the timed tree's processes, sampled every 50 ms), max over runs. "
       "×floor = seconds / floor seconds; ×dvs = seconds / dvs seconds (>1: slower than dvs). "
       "CPU s = user+sys of the timed tree (median). store = disk used by the tool's store "
       "(st_blocks). others' load = cores kept busy by other processes during the timed step "

@@ -96,20 +96,18 @@ def encode_canonical(x: Any) -> bytes:
 _PACKER = msgpack.Packer(use_bin_type=True, use_single_float=False)
 
 
-def encode_map_around(d: dict[str, Any], key: str) -> tuple[bytes, bytes]:
-    """Split the encoding of ``d`` plus one more entry around that entry's value.
+def map_header(n: int) -> bytes:
+    """The encoded header of a map of ``n`` entries (for building an encoding in pieces)."""
+    out: bytes = _PACKER.pack_map_header(n)
+    return out
 
-    ``head + encode_canonical(v) + tail == encode_canonical({**d, key: v})`` (keys in
-    canonical order) for every canonical ``v``: a record can be encoded once and given its
-    ``key`` later (importers that learn an annotation's id only when the item exists).
-    ``d`` must be canonical and must not hold ``key``.
-    """
-    head = [_PACKER.pack_map_header(len(d) + 1)]
-    tail: list[bytes] = []
-    for k, v in d.items():
-        (head if k < key else tail).append(_PACKER.pack(k) + encode_canonical(v))
-    head.append(_PACKER.pack(key))
-    return b"".join(head), b"".join(tail)
+
+def encode_entries(d: dict[str, Any]) -> bytes:
+    """The encoded entries of canonical map ``d`` without its header: ``map_header(n)``
+    followed by the entries of maps with n entries in all, in canonical key order, is the
+    canonical encoding of their union (importers that fill in some values later)."""
+    whole: bytes = msgpack.packb(d, use_bin_type=True, use_single_float=False)
+    return whole[len(map_header(len(d))):]
 
 
 def encode_map_of_encoded(entries: list[tuple[str, bytes]]) -> bytes:

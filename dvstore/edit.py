@@ -323,39 +323,45 @@ class Editor:
 
     # -- annotations -----------------------------------------------------------------
 
-    def set_annotations(self, filename: str, annotations: list[Any], *, stored_form: bool = False) -> list[str]:
-        """Replace the item's annotations; returns their ids. QA statuses go to the status layer.
+    def set_annotations(self, filename: str, annotations: list[Any]) -> list[str]:
+        """Replace the item's annotations; returns their ids. QA statuses go to the status layer."""
+        return self.set_item_annotations(self._require(filename), annotations)
 
-        ``stored_form`` is for importers that build annotations exactly as they are stored
-        (canonical, no QA status, no volatile fields): they skip normalisation.
-        """
-        return self.set_item_annotations(self._require(filename), annotations, stored_form=stored_form)
-
-    def set_item_annotations(self, iid: bytes, annotations: list[Any], *, stored_form: bool = False) -> list[str]:
+    def set_item_annotations(self, iid: bytes, annotations: list[Any]) -> list[str]:
         """``set_annotations`` for an item id the caller looked up (bulk importers)."""
         if not isinstance(annotations, list):
             raise UsageError("annotations must be a list")
         annset: dict[str, Any] = {}
         qa: dict[str, Any] = {}
         for a in annotations:
-            stored, status = (a, None) if stored_form else normalize_annotation(a)
+            stored, status = normalize_annotation(a)
             if stored["id"] in annset:
                 raise UsageError(f"duplicate annotation id {stored['id']} on {self._name_of(iid)}")
             annset[stored["id"]] = stored
             if status is not None:
                 qa[stored["id"]] = status
-        if annset:
-            oid = self.objects.put_encoded(ANNSET, codec.encode_canonical({k: annset[k] for k in sorted(annset)}))
-            if oid != self.current("annotations", iid):
+        payload = codec.encode_canonical({k: annset[k] for k in sorted(annset)}) if annset else None
+        self.set_item_annset(iid, payload, qa)
+        return list(annset)
+
+    def set_item_annset(self, iid: bytes, payload: bytes | None, qa: dict[str, Any] | None = None) -> None:
+        """Replace the item's annotations by an encoded annotation set (None: no annotations).
+
+        For bulk importers: ``payload`` must be the canonical encoding of {id: annotation}
+        with every annotation in stored form. ``qa`` gives QA statuses by annotation id.
+        """
+        cur = self.current("annotations", iid)
+        if payload is not None:
+            oid = self.objects.put_encoded(ANNSET, payload)
+            if oid != cur:  # an unchanged set hashes to the same object
                 self._set("annotations", iid, oid)
-        elif self.current("annotations", iid) is not None:
+        elif cur is not None:
             self._set("annotations", iid, DELETE)
         st = self.current("status", iid) or {}
         if qa or st.get("annotations"):
             st = dict(st)
-            st["annotations"] = qa
+            st["annotations"] = qa or {}
             self._put_status(iid, st)
-        return list(annset)
 
     def _name_of(self, iid: bytes) -> str:
         rec = self.current("items", iid)

@@ -12,13 +12,16 @@ a newer mtime even on a coarse filesystem clock (git's "racily clean" rule).
 
 from __future__ import annotations
 
+import collections
 import os
 import queue
 import stat as statmod
 import sys
 import threading
 import time
+from array import array
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,8 +56,37 @@ class IngestStats:
     skipped: list[str] = field(default_factory=list)
 
 
-def walk(paths: list[str], to: str = "/") -> list[tuple[str, str]]:
-    """Return sorted (local path, item filename) pairs for files and folders, recursively.
+class Files:
+    """The files to add, in item-name order, at about one string per file.
+
+    A million-file ``add`` keeps this list for the whole run, so it is not a list of
+    (local path, item name) tuples: the local path is rebuilt from the item name and the
+    input it came from (``bases[i] + name[cut:]``), except for the few names that
+    normalisation changed (``odd``).
+    """
+
+    def __init__(self, names: list[str], roots: array[int], bases: list[str], cut: int,
+                 odd: dict[str, str]) -> None:
+        self.names = names
+        self.roots = roots
+        self.bases = bases
+        self.cut = cut
+        self.odd = odd
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def local(self, i: int) -> str:
+        name = self.names[i]
+        return self.odd.get(name) or self.bases[self.roots[i]] + name[self.cut:]
+
+    def window(self, lo: int, hi: int) -> list[tuple[str, str]]:
+        """(local path, item name) of files ``lo`` to ``hi``."""
+        return [(self.local(i), self.names[i]) for i in range(lo, min(hi, len(self.names)))]
+
+
+def walk(paths: list[str], to: str = "/") -> Files:
+    """The files of ``paths`` (files and folders, recursively), sorted by item name.
 
     A folder's contents are taken relative to the folder (dtlpy's upload); a plain file
     becomes ``<to>/<name>``. Symlinked folders are not followed; hostile names are refused
@@ -62,7 +94,25 @@ def walk(paths: list[str], to: str = "/") -> list[tuple[str, str]]:
     """
     base = normalize_dir(to)
     prefix = "" if base == "/" else base
-    out: dict[str, str] = {}
+    bases: list[str] = []
+    odd: dict[str, str] = {}
+    owner: dict[str, int] = {}  # item name -> index of the input it came from
+
+    def claim(root: int, rel: str) -> None:
+        name = prefix + "/" + rel
+        try:
+            fn = normalize_filename(name)
+        except InvalidNameError as e:
+            raise InvalidNameError(f"{bases[root] + '/' + rel}: {e.message}") from None
+        local = bases[root] + "/" + rel
+        if fn in owner:
+            first = odd.get(fn) or bases[owner[fn]] + fn[len(prefix):]
+            if first != local:
+                raise UsageError(f"two files map to the same item {fn}: {first} and {local}")
+        if fn != name:
+            odd[fn] = local
+        owner[fn] = root
+
     for p in paths:
         try:
             st = os.stat(p)
@@ -71,27 +121,24 @@ def walk(paths: list[str], to: str = "/") -> list[tuple[str, str]]:
         except OSError as e:
             raise UsageError(f"cannot read {p}: {e.strerror}") from None
         if statmod.S_ISDIR(st.st_mode):
-            for local, rel in _walk_dir(p):
-                _claim(out, local, prefix + "/" + rel)
+            top = os.path.abspath(p)
+            bases.append(top.rstrip("/"))  # "/" itself: "" + "/" + rel
+            for rel in _walk_dir(top):
+                claim(len(bases) - 1, rel)
         elif statmod.S_ISREG(st.st_mode):
-            _claim(out, os.path.abspath(p), prefix + "/" + os.path.basename(os.path.abspath(p)))
+            local = os.path.abspath(p)
+            bases.append(os.path.dirname(local).rstrip("/"))
+            claim(len(bases) - 1, os.path.basename(local))
         else:
             raise UsageError(f"not a regular file or folder: {p}")
-    return sorted(((v, k) for k, v in out.items()), key=lambda t: t[1])
+    names = sorted(owner)
+    roots = array("I", (owner[fn] for fn in names))
+    owner.clear()
+    return Files(names, roots, bases, len(prefix), odd)
 
 
-def _claim(out: dict[str, str], local: str, name: str) -> None:
-    try:
-        fn = normalize_filename(name)
-    except InvalidNameError as e:
-        raise InvalidNameError(f"{local}: {e.message}") from None
-    if fn in out and out[fn] != local:
-        raise UsageError(f"two files map to the same item {fn}: {out[fn]} and {local}")
-    out[fn] = local
-
-
-def _walk_dir(root: str) -> Iterator[tuple[str, str]]:
-    root = os.path.abspath(root)
+def _walk_dir(root: str) -> Iterator[str]:
+    """Paths of the files below ``root``, relative to it."""
     stack = [("", root)]
     while stack:
         rel, d = stack.pop()
@@ -104,7 +151,7 @@ def _walk_dir(root: str) -> Iterator[tuple[str, str]]:
             if entry.is_dir(follow_symlinks=False):
                 stack.append((r, entry.path))
             elif entry.is_file(follow_symlinks=True):
-                yield entry.path, r
+                yield r
 
 
 def _cache_key(path: str) -> bytes:
@@ -151,15 +198,19 @@ def stat_entry(st: os.stat_result, verified_ns: int, blob: bytes, mimetype: str,
 def ingest(editor: Editor, paths: list[str], *, to: str = "/", annotations: str | None = None,
            fmt: str | None = None, progress: Progress | None = None) -> IngestStats:
     """Add files and folders (and annotations) to the editor's pending version."""
-    pairs = walk(paths, to)
-    ann_by_file, labels, extras, stored_form = _load_annotations(annotations, fmt, paths, to)
+    files = walk(paths, to)
+    with _Annotations(annotations, fmt, to) as source:
+        return _ingest(editor, files, source, progress)
+
+
+def _ingest(editor: Editor, files: Files, source: _Annotations, progress: Progress | None) -> IngestStats:
     stats = IngestStats()
-    if len(pairs) * 4 >= tree.count(editor.objects, editor.base.layers["items"] or tree.EMPTY):
+    if len(files) * 4 >= tree.count(editor.objects, editor.base.layers["items"] or tree.EMPTY):
         editor.prefetch()
     new_cache: dict[bytes, bytes] = {}
     blobs = editor.repo.blobs
     db = editor.repo.db
-    total = len(pairs)
+    total = len(files)
 
     def flush(t: WriteTxn) -> None:
         # Stat-cache rows ride with the blobs they name (lookup_stat ignores a row whose blob
@@ -170,7 +221,8 @@ def ingest(editor: Editor, paths: list[str], *, to: str = "/", annotations: str 
 
     for lo in range(0, total, WINDOW):
         # A window at a time: stat results are not kept for the whole walk.
-        window = pairs[lo:lo + WINDOW]
+        source.poll()  # a bad annotation file fails the command now, not after every file
+        window = files.window(lo, lo + WINDOW)
         sts: list[os.stat_result] = []
         for local, _ in window:
             try:
@@ -180,18 +232,18 @@ def ingest(editor: Editor, paths: list[str], *, to: str = "/", annotations: str 
         wkeys = [_cache_key(local) for local, _ in window]
         cache = lookup_stat(editor.repo, wkeys)
         hits = [rec if cache_hit(rec := cache.get(key), st) else None for key, st in zip(wkeys, sts)]
-        misses = [(local, st) for (local, _), st, hit in zip(window, sts, hits)
-                  if hit is None and st.st_size <= SMALL_MAX]
+        misses = [(local, st) for (local, _), st, hit in zip(window, sts, hits) if hit is None]
         # One reader thread runs ahead (file reads and blake3 release the GIL); more threads
         # only fight over the GIL for their Python bits (measured: 1 thread 0.19 s, 4 threads
         # 1.4 s for 20,000 small files).
-        with _Reader(misses) as reads:
+        with _Reader([m for m in misses if m[1].st_size <= SMALL_MAX]) as reads, \
+                _Copier(blobs, [m for m in misses if m[1].st_size > SMALL_MAX]) as copies:
             for i, ((local, fn), key, st, hit) in enumerate(zip(window, wkeys, sts, hits), lo + 1):
                 if hit is not None:
                     blob, size, mimetype, system = Digest(hit[5]), st.st_size, hit[6], hit[7]
                     stats.cached += 1
                 else:
-                    blob, size, mimetype, system = _store_read(editor, local, st, reads)
+                    blob, size, mimetype, system = _store_read(editor, local, st, reads, copies)
                     stats.hashed += 1
                     new_cache[key] = stat_entry(st, time.time_ns(), blob, mimetype, system)
                 editor.put_blob_item(fn, blob, size, mimetype, system, normalized=True)
@@ -207,7 +259,8 @@ def ingest(editor: Editor, paths: list[str], *, to: str = "/", annotations: str 
                     new_cache.clear()
                 if progress is not None and (i % PROGRESS_EVERY == 0 or i == total):
                     progress(i, total)
-    _apply_annotations(editor, ann_by_file, extras, stats, [fn for _, fn in pairs], stored_form=stored_form)
+    ann_by_file, labels, extras, encoded = source.result()
+    _apply_annotations(editor, ann_by_file, extras, stats, files.names, encoded=encoded)
     if labels:
         cur = editor.recipe or editor.repo.recipe(editor.base.recipe)
         new = recipes.add_labels(cur, labels)
@@ -280,6 +333,47 @@ class _Reader:
         return self._chunk[self._pos - 1]
 
 
+class _Copier:
+    """Copies large files into the store on two threads, ahead of the loop that records them.
+
+    ``BlobStore.add_file`` copies in the kernel, then hashes the copy: both release the GIL,
+    so with two threads one file is being copied while another is hashed, on two cores
+    (measured on 20 x 50 MiB: 0.91 s one at a time, see benchmarks/README.md for now).
+    """
+
+    AHEAD = 3
+
+    def __init__(self, blobs: Any, files: list[tuple[str, os.stat_result]]) -> None:
+        self.blobs = blobs
+        self.files = files
+        self.pos = 0
+        self.running: collections.deque[tuple[Future[Digest], list[bytes]]] = collections.deque()
+        self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="dvs-copy") if files else None
+
+    def __enter__(self) -> _Copier:
+        self._fill()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pool is not None:
+            # Copies already made become blobs nothing names yet: harmless, gc collects them.
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def _fill(self) -> None:
+        while self.pool is not None and len(self.running) < self.AHEAD and self.pos < len(self.files):
+            local, st = self.files[self.pos]
+            head: list[bytes] = []
+            self.running.append((self.pool.submit(self.blobs.add_file, local, st.st_size, head), head))
+            self.pos += 1
+
+    def next(self) -> tuple[Digest, bytes]:
+        """(blob, first bytes) of the next large file, in order."""
+        fut, head = self.running.popleft()
+        blob = fut.result()
+        self._fill()
+        return blob, head[0] if head else b""
+
+
 def _read_small(local: str, st: os.stat_result) -> tuple[Digest, bytes]:
     """Read and hash a small file (on the reader thread)."""
     try:
@@ -303,8 +397,8 @@ def _read_rest(fd: int) -> bytes:
     return b"".join(parts)
 
 
-def _store_read(editor: Editor, local: str, st: os.stat_result,
-                reads: _Reader) -> tuple[Digest, int, str, dict[str, Any]]:
+def _store_read(editor: Editor, local: str, st: os.stat_result, reads: _Reader,
+                copies: _Copier) -> tuple[Digest, int, str, dict[str, Any]]:
     """Store one file's bytes; return (blob, size, mimetype, intrinsic system metadata)."""
     blobs = editor.repo.blobs
     if st.st_size <= SMALL_MAX:
@@ -316,38 +410,65 @@ def _store_read(editor: Editor, local: str, st: os.stat_result,
             blobs.stage_small(blob, data)  # a blob already stored is not written again
         head = data[: imageinfo.HEAD_BYTES]
     else:
-        head_out: list[bytes] = []
         try:
-            blob = blobs.add_file(local, st.st_size, head_out)
+            blob, head = copies.next()
             size = st.st_size
         except (PermissionError, FileNotFoundError, IsADirectoryError) as e:
             raise UsageError(f"cannot read {local}: {e.strerror}") from None
-        head = head_out[0] if head_out else b""
     mimetype, system = imageinfo.sniff(head, local)
     return blob, size, mimetype, system
 
 
-def _load_annotations(annotations: str | None, fmt: str | None, paths: list[str],
-                      to: str) -> tuple[dict[str, list[dict[str, Any]]], list[str], dict[str, dict[str, Any]], bool]:
-    """Return ({item filename: annotations}, labels for the recipe, {filename: Dataloop extras},
-    whether the annotations are in stored form already (COCO's are built that way)."""
-    if annotations is None:
-        return {}, [], {}, False
-    if fmt is None:
-        fmt = "dataloop" if os.path.isdir(annotations) else "coco"
-    base = normalize_dir(to)
-    prefix = "" if base == "/" else base
-    if fmt == "coco":
-        from dvstore.io import coco
+class _Annotations:
+    """The annotation file of an ``add``: a COCO file is read by a child process while the
+    files are stored (``coco_child``), a Dataloop json/ folder at once."""
 
-        imp = coco.load_coco(annotations)
+    def __init__(self, annotations: str | None, fmt: str | None, to: str) -> None:
+        self.path = annotations
+        base = normalize_dir(to)
+        self.prefix = "" if base == "/" else base
+        self.reader: Any = None
+        self.loaded: tuple[dict[str, list[Any]], list[str], dict[str, dict[str, Any]], bool] = ({}, [], {}, False)
+        if annotations is None:
+            return
+        if fmt is None:
+            fmt = "dataloop" if os.path.isdir(annotations) else "coco"
+        if fmt == "coco":
+            from dvstore.io.coco_child import CocoReader
+
+            self.reader = CocoReader(annotations)
+        else:
+            self.loaded = _load_annotations(annotations, fmt, self.prefix)
+
+    def __enter__(self) -> _Annotations:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.reader is not None:
+            self.reader.close()
+
+    def poll(self) -> None:
+        if self.reader is not None:
+            self.reader.poll()
+
+    def result(self) -> tuple[dict[str, list[Any]], list[str], dict[str, dict[str, Any]], bool]:
+        """({item filename: annotations}, labels for the recipe, {filename: Dataloop extras},
+        whether the annotations are ``coco.EncodedAnnotation``)."""
+        if self.reader is None:
+            return self.loaded
+        imp = self.reader.result()
         out = {}
         for rel, anns in imp.by_file.items():
             try:
-                out[normalize_filename(prefix + "/" + rel.lstrip("/"))] = anns
+                out[normalize_filename(self.prefix + "/" + rel.lstrip("/"))] = anns
             except InvalidNameError as e:
-                raise ImportFormatError(f"{annotations}: {e.message}") from None
+                raise ImportFormatError(f"{self.path}: {e.message}") from None
         return out, list(imp.labels), {}, True
+
+
+def _load_annotations(annotations: str, fmt: str, prefix: str
+                      ) -> tuple[dict[str, list[Any]], list[str], dict[str, dict[str, Any]], bool]:
+    """A Dataloop json/ folder's annotations, as ``_Annotations.result``."""
     if fmt == "dataloop":
         from dvstore.io import dataloop
 
@@ -373,9 +494,9 @@ def _load_annotations(annotations: str | None, fmt: str | None, paths: list[str]
     raise UsageError(f"unknown annotation format {fmt!r}", hint="use --format coco or --format dataloop")
 
 
-def _apply_annotations(editor: Editor, by_file: dict[str, list[dict[str, Any]]],
+def _apply_annotations(editor: Editor, by_file: dict[str, list[Any]],
                        extras: dict[str, dict[str, Any]], stats: IngestStats,
-                       added: list[str] | None = None, *, stored_form: bool = False) -> None:
+                       added: list[str] | None = None, *, encoded: bool = False) -> None:
     """Set the annotations (and Dataloop extras) of the added items; consumes ``by_file``."""
     # Dataloop's own exports name a json after the item's stem (json/a/1.json for items/a/1.jpg);
     # dvs checkouts use the full name (json/a/1.jpg.json). Accept both.
@@ -387,12 +508,12 @@ def _apply_annotations(editor: Editor, by_file: dict[str, list[dict[str, Any]]],
     # (harmless garbage if it never comes) instead of waiting in memory.
     with editor.repo.objects.writing_ahead(FLUSH_BYTES):
         for key in sorted(by_file):  # keys and stems are normalised filenames already
-            _apply_one(editor, key, by_file, extras, stems, stats, stored_form)
+            _apply_one(editor, key, by_file, extras, stems, stats, encoded)
 
 
-def _apply_one(editor: Editor, key: str, by_file: dict[str, list[dict[str, Any]]],
+def _apply_one(editor: Editor, key: str, by_file: dict[str, list[Any]],
                extras: dict[str, dict[str, Any]], stems: dict[str, list[str]], stats: IngestStats,
-               stored_form: bool) -> None:
+               encoded: bool) -> None:
     """Set the annotations (and Dataloop extras) from ``by_file[key]`` on the item they name."""
     fn = key
     iid = editor.item_id(fn, normalized=True)
@@ -402,9 +523,11 @@ def _apply_one(editor: Editor, key: str, by_file: dict[str, list[dict[str, Any]]
     if iid is None:
         stats.skipped.append(key)
         return
-    anns = [dict(a, id=_stable_annotation_id(iid, a)) for a in by_file.pop(key)]  # freed as we go
-    # COCO annotations come in stored form; an unchanged set hashes to the same object.
-    editor.set_item_annotations(iid, anns, stored_form=stored_form)
+    anns = by_file.pop(key)  # freed as we go
+    if encoded:
+        editor.set_item_annset(iid, _encoded_annset(editor, iid, anns))
+    else:
+        editor.set_item_annotations(iid, anns)
     extra = extras.get(key)  # the json's extras, whichever way it named the item
     if extra:
         md = extra.get("metadata") or {}
@@ -419,12 +542,17 @@ def _apply_one(editor: Editor, key: str, by_file: dict[str, list[dict[str, Any]]
         stats.annotated += 1
 
 
-def _stable_annotation_id(iid: bytes, a: dict[str, Any]) -> str:
-    """Re-importing the same COCO file must not mint new ids (it would look like a change)."""
-    coco_id = ((a.get("metadata") or {}).get("system") or {}).get("coco", {}).get("id")
-    if coco_id is None:
-        return str(a["id"])
-    return hash_bytes(iid + b"coco:" + str(coco_id).encode())[:12].hex()
+def _encoded_annset(editor: Editor, iid: bytes, anns: list[Any]) -> bytes | None:
+    """The encoded annotation set of COCO annotations (``coco.EncodedAnnotation``)."""
+    if not anns:
+        return None
+    # Re-importing the same COCO file must not mint new ids (it would look like a change).
+    ids = [(hash_bytes(iid + b"coco:" + str(a.coco_id).encode())[:12].hex(), a) for a in anns]
+    ids.sort(key=lambda t: t[0])
+    for (x, a), (y, _) in zip(ids, ids[1:]):
+        if x == y:
+            raise ImportFormatError(f"two COCO annotations with id {a.coco_id!r} on {editor._name_of(iid)}")
+    return codec.encode_map_of_encoded([(aid, a.encode(aid)) for aid, a in ids])
 
 
 def progress_bar(label: str) -> Progress:

@@ -31,13 +31,15 @@ the entry; no other exception escapes.
 from __future__ import annotations
 
 import base64
+import json
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from dvstore.codec import sort_maps
+from dvstore.codec import decode, encode_canonical, encode_entries, map_header, sort_maps
 from dvstore.errors import ImportFormatError, InvalidNameError
-from dvstore.io.dataloop import check_storable, read_json_file
+from dvstore.io.dataloop import check_storable, check_storable_part, read_json_text, reject_constant
 from dvstore.io.imageinfo import encode_png
 from dvstore.model import new_annotation_id, normalize_filename
 
@@ -55,24 +57,69 @@ class CocoImport:
     Attributes:
         labels: Category names in category-id order, each once.
         by_file: ``file_name`` (relative POSIX path, as written in the file) -> annotations
-            in the stored shape; an image without annotations maps to ``[]``.
-        images: ``file_name`` -> the COCO image record (``id``, ``width``, ``height``, ...).
+            in the stored shape (dicts, or ``EncodedAnnotation`` from ``load_coco(...,
+            encoded=True)``); an image without annotations maps to ``[]``.
+        images: ``file_name`` -> the COCO image record (``id``, ``width``, ``height``, ...);
+            empty when ``encoded``.
         categories: The COCO category records in id order (``id``, ``name``,
             ``supercategory``, ``keypoints``...), for building a recipe.
     """
 
     labels: list[str]
-    by_file: dict[str, list[dict[str, Any]]]
+    by_file: dict[str, list[Any]]
     images: dict[str, dict[str, Any]] = field(default_factory=dict)
     categories: list[dict[str, Any]] = field(default_factory=list)
 
 
-def load_coco(path: str | os.PathLike[str]) -> CocoImport:
+class EncodedAnnotation:
+    """An annotation in stored form, encoded but for its id (given once the item is known).
+
+    Encoded as it is read, with holes for the id and the label (the categories may come
+    after the annotations in the file): about a fifth of the memory of the annotation as
+    Python objects, which matters when an import holds hundreds of thousands of them until
+    the items exist.
+    """
+
+    __slots__ = ("coco_id", "label", "body", "cut")
+
+    def __init__(self, coco_id: Any, category: Any, head: bytes, tail: bytes) -> None:
+        self.coco_id = coco_id  # the COCO annotation id (int or str)
+        self.label = category  # the category id until the categories are known, then the label
+        self.body = head + tail
+        self.cut = len(head)
+
+    @classmethod
+    def restore(cls, coco_id: Any, label: str, body: bytes, cut: int) -> EncodedAnnotation:
+        """Rebuild one from its fields (as ``coco_child`` sends them)."""
+        a = cls.__new__(cls)
+        a.coco_id, a.label, a.body, a.cut = coco_id, label, body, cut
+        return a
+
+    def encode(self, annotation_id: str) -> bytes:
+        """The canonical encoding of the annotation with ``annotation_id`` as its id."""
+        body, cut = self.body, self.cut
+        return body[:cut] + encode_canonical(annotation_id) + _LABEL_KEY + encode_canonical(self.label) + body[cut:]
+
+
+_LABEL_KEY = encode_canonical("label")
+# The stored annotation's keys in canonical order: attributes, coordinates, id, label,
+# metadata, type. The head runs up to the id's value, the tail from "metadata" on.
+_HEAD = map_header(6) + encode_canonical("attributes") + encode_canonical({})
+_ID_KEY = encode_canonical("id")
+
+
+def load_coco(path: str | os.PathLike[str], *, encoded: bool = False) -> CocoImport:
     """Read a COCO instances file.
+
+    The file is read as a stream of records: each image, annotation and category is
+    parsed, checked and converted on its own, so memory follows the converted result, not
+    the parsed document (about a tenth of it with ``encoded``).
 
     Args:
         path: The COCO JSON file. Its ``file_name`` values are relative to the directory
             being added (CLI.md), not to the file itself.
+        encoded: Give annotations as ``EncodedAnnotation`` and no image records (bulk
+            ingest).
 
     Returns:
         The labels, per-file annotations, image and category records.
@@ -83,73 +130,222 @@ def load_coco(path: str | os.PathLike[str]) -> CocoImport:
             naming an unknown image or category, an absolute or escaping ``file_name``, a
             malformed box, polygon or RLE. The message names the file and the entry.
     """
-    return _parse(read_json_file(path), str(path))  # read_json_file checked storability
+    where = str(path)
+    text, suspect = read_json_text(path)
+    b = _Builder(where, keep_images=not encoded)
+    _stream(text, where, b, suspect)
+    if b.bad_references():
+        # Read again, checking each annotation against what the whole file defines, to
+        # name the first bad one in file order (rare: not worth an index per annotation).
+        _stream(text, where, _Builder(where, keep_images=False, known=b), suspect)
+    del text
+    return b.finish(encoded)
 
 
 def parse_coco(doc: Any, where: str = "<coco>") -> CocoImport:
     """Like ``load_coco``, for a document already parsed; ``where`` names it in errors."""
     check_storable(doc, where)
-    return _parse(doc, where)
-
-
-def _parse(doc: Any, where: str) -> CocoImport:
     if not isinstance(doc, dict):
         raise ImportFormatError(f"{where}: a COCO file must be a JSON object")
-    images_in = _list(doc, "images", where, required=True)
-    annotations_in = _list(doc, "annotations", where, required=False)
-    categories_in = _list(doc, "categories", where, required=False)
+    b = _Builder(where, keep_images=True)
+    for key, value in doc.items():
+        b.top(key, value)
+    if b.bad_references():
+        checker = _Builder(where, keep_images=False, known=b)
+        for key, value in doc.items():
+            checker.top(key, value)
+    return b.finish(False)
 
-    categories = _categories(categories_in, where)
-    names = {cid: c["name"] for cid, c in categories.items()}
-    labels = list(dict.fromkeys(names[cid] for cid in sorted(categories, key=_id_order)))
 
-    images: dict[str, dict[str, Any]] = {}
-    file_of: dict[Any, str] = {}
-    for i, img in enumerate(images_in):
-        at = f"images[{i}]"
+_WS = re.compile(r"[ \t\n\r]*")
+_STREAMED = ("images", "annotations", "categories")
+
+
+def _stream(text: str, where: str, b: _Builder, suspect: bool) -> None:
+    """Feed the top-level object of ``text`` to ``b``, one list element at a time."""
+    dec = json.JSONDecoder(parse_constant=reject_constant)
+    match = _WS.match
+
+    def ws(i: int) -> int:  # the first non-blank position at or after i
+        m = match(text, i)
+        assert m is not None  # the pattern matches the empty string
+        return m.end()
+
+    def value(i: int, at: str, depth: int) -> tuple[Any, int]:
+        v, end = dec.raw_decode(text, i)
+        check_storable_part(v, where, at, depth, suspect)
+        return v, end
+
+    def expect(i: int, chars: str, what: str) -> str:
+        c = text[i:i + 1]
+        if not c or c not in chars:
+            raise json.JSONDecodeError(what, text, i)
+        return c
+
+    try:
+        i = ws(0)
+        if text[i:i + 1] != "{":
+            value(i, "$", 0)  # a JSON error if it is one, else:
+            raise ImportFormatError(f"{where}: a COCO file must be a JSON object")
+        i = ws(i + 1)
+        seen: set[str] = set()
+        if text[i:i + 1] == "}":
+            i += 1
+        else:
+            while True:
+                expect(i, '"', "Expecting property name enclosed in double quotes")
+                key, i = dec.raw_decode(text, i)
+                i = ws(i)
+                expect(i, ":", "Expecting ':' delimiter")
+                i = ws(i + 1)
+                if key in seen and key in _STREAMED:
+                    raise ImportFormatError(f"{where}: {key!r} appears twice")
+                seen.add(key)
+                if key in _STREAMED and text[i:i + 1] == "[":
+                    add = b.adder(key)
+                    i = ws(i + 1)
+                    n = 0
+                    if text[i:i + 1] == "]":
+                        i += 1
+                    else:
+                        while True:
+                            v, i = value(i, f"$.{key}[{n}]", 2)
+                            add(n, v)
+                            n += 1
+                            i = ws(i)
+                            if expect(i, ",]", "Expecting ',' delimiter") == "]":
+                                i += 1
+                                break
+                            i = ws(i + 1)
+                    b.streamed(key)
+                else:
+                    v, i = value(i, f"$.{key}", 1)
+                    b.top(key, v)
+                i = ws(i)
+                if expect(i, ",}", "Expecting ',' delimiter") == "}":
+                    i += 1
+                    break
+                i = ws(i + 1)
+        if ws(i) != len(text):
+            raise json.JSONDecodeError("Extra data", text, i)
+    except json.JSONDecodeError as e:
+        raise ImportFormatError(f"{where}: not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    except RecursionError:
+        raise ImportFormatError(f"{where}: JSON nested too deeply") from None
+    except ValueError as e:  # from the parser's hooks
+        raise ImportFormatError(f"{where}: {e}") from None
+
+
+class _Builder:
+    """Checks and converts COCO records in whatever order the file has them."""
+
+    def __init__(self, where: str, *, keep_images: bool, known: _Builder | None = None) -> None:
+        self.where = where
+        self.keep_images = keep_images
+        self.known = known  # a builder that read the whole file: check annotations against it
+        self.present: set[str] = set()
+        self.categories: dict[Any, dict[str, Any]] = {}
+        self.images: dict[str, dict[str, Any]] = {}
+        self.file_of: dict[Any, str] = {}
+        self.by_image: dict[Any, list[EncodedAnnotation]] = {}
+
+    def adder(self, key: str) -> Any:
+        return {"images": self.image, "annotations": self.annotation, "categories": self.category}[key]
+
+    def streamed(self, key: str) -> None:
+        """The list under ``key`` was given element by element."""
+        self.present.add(key)
+
+    def top(self, key: str, value: Any) -> None:
+        """A top-level entry."""
+        if key not in _STREAMED:
+            return
+        self.present.add(key)
+        if not isinstance(value, list):
+            raise ImportFormatError(f"{self.where}: {key!r} must be a list")
+        add = self.adder(key)
+        for n, v in enumerate(value):
+            add(n, v)
+
+    def category(self, i: int, cat: Any) -> None:
+        where, at = self.where, f"categories[{i}]"
+        if not isinstance(cat, dict):
+            raise ImportFormatError(f"{where}: {at}: a category must be an object")
+        cid = _coco_id(cat, "id", where, at)
+        name = cat.get("name")
+        if type(name) is not str or not name.strip():
+            raise ImportFormatError(f"{where}: {at} (id {cid!r}): name must be a non-empty string")
+        sup = cat.get("supercategory")
+        if sup is not None and type(sup) is not str:
+            raise ImportFormatError(f"{where}: {at} (id {cid!r}): supercategory must be a string")
+        if cid in self.categories:
+            raise ImportFormatError(f"{where}: {at}: duplicate category id {cid!r}")
+        self.categories[cid] = cat
+
+    def image(self, i: int, img: Any) -> None:
+        where, at = self.where, f"images[{i}]"
         if not isinstance(img, dict):
             raise ImportFormatError(f"{where}: {at}: an image must be an object")
         img_id = _coco_id(img, "id", where, at)
         at = f"images[{i}] (id {img_id!r})"
         name = _file_name(img.get("file_name"), where, at)
-        if img_id in file_of:
+        if img_id in self.file_of:
             raise ImportFormatError(f"{where}: {at}: duplicate image id")
-        if name in images:
+        if name in self.images:
             raise ImportFormatError(f"{where}: {at}: file_name {name!r} appears twice")
-        file_of[img_id] = name
-        images[name] = img
+        self.file_of[img_id] = name
+        self.images[name] = img if self.keep_images else _NO_RECORD
 
-    by_file: dict[str, list[dict[str, Any]]] = {name: [] for name in images}
-    for i, ann in enumerate(annotations_in):
-        at = f"annotations[{i}]"
+    def annotation(self, i: int, ann: Any) -> None:
+        where, at = self.where, f"annotations[{i}]"
         if not isinstance(ann, dict):
             raise ImportFormatError(f"{where}: {at}: an annotation must be an object")
         ann_id = _coco_id(ann, "id", where, at)
         at = f"annotations[{i}] (id {ann_id!r})"
         image_id = _coco_id(ann, "image_id", where, at)
         category_id = _coco_id(ann, "category_id", where, at)
-        if image_id not in file_of:
-            raise ImportFormatError(f"{where}: {at}: image_id {image_id!r} names no image")
-        if category_id not in names:
-            raise ImportFormatError(f"{where}: {at}: category_id {category_id!r} names no category")
-        by_file[file_of[image_id]].append(_annotation(ann, names[category_id], where, at))
+        if self.known is not None:
+            if image_id not in self.known.file_of:
+                raise ImportFormatError(f"{where}: {at}: image_id {image_id!r} names no image")
+            if category_id not in self.known.categories:
+                raise ImportFormatError(f"{where}: {at}: category_id {category_id!r} names no category")
+            return
+        ann_type, coordinates, coco = _annotation(ann, where, at)
+        head = _HEAD + encode_entries({"coordinates": coordinates}) + _ID_KEY
+        tail = encode_entries({"metadata": {"system": {"coco": coco}, "user": {}}, "type": ann_type})
+        anns = self.by_image.get(image_id)
+        if anns is None:
+            anns = self.by_image[image_id] = []
+        anns.append(EncodedAnnotation(ann_id, category_id, head, tail))
 
-    return CocoImport(
-        labels=labels,
-        by_file=by_file,
-        images=images,
-        categories=[categories[cid] for cid in sorted(categories, key=_id_order)],
-    )
+    def bad_references(self) -> bool:
+        """Does some annotation name an image or a category the file does not define?
+
+        Raises ImportFormatError first if the file has no ``images``.
+        """
+        if "images" not in self.present:
+            raise ImportFormatError(f"{self.where}: missing 'images': not a COCO instances file")
+        cats = self.categories
+        return any(image_id not in self.file_of or any(a.label not in cats for a in anns)
+                   for image_id, anns in self.by_image.items())
+
+    def finish(self, encoded: bool) -> CocoImport:
+        """The import, once ``bad_references`` said there are none."""
+        names = {cid: c["name"] for cid, c in self.categories.items()}
+        order = sorted(self.categories, key=_id_order)
+        labels = list(dict.fromkeys(names[cid] for cid in order))
+        by_file: dict[str, list[Any]] = {name: [] for name in self.images}
+        for image_id, anns in self.by_image.items():
+            for a in anns:
+                a.label = names[a.label]
+            by_file[self.file_of[image_id]] = anns if encoded else [_as_dict(a) for a in anns]
+        self.by_image.clear()
+        return CocoImport(labels=labels, by_file=by_file, images={} if encoded else self.images,
+                          categories=[self.categories[cid] for cid in order])
 
 
-def _list(doc: dict[str, Any], key: str, where: str, *, required: bool) -> list[Any]:
-    if key not in doc:
-        if required:
-            raise ImportFormatError(f"{where}: missing {key!r}: not a COCO instances file")
-        return []
-    value = doc[key]
-    if not isinstance(value, list):
-        raise ImportFormatError(f"{where}: {key!r} must be a list")
+def _as_dict(a: EncodedAnnotation) -> dict[str, Any]:
+    value: dict[str, Any] = decode(a.encode(new_annotation_id()))
     return value
 
 
@@ -168,25 +364,6 @@ def _id_order(cid: Any) -> tuple[int, Any]:
     return (0, cid) if type(cid) is int else (1, cid)
 
 
-def _categories(categories_in: list[Any], where: str) -> dict[Any, dict[str, Any]]:
-    out: dict[Any, dict[str, Any]] = {}
-    for i, cat in enumerate(categories_in):
-        at = f"categories[{i}]"
-        if not isinstance(cat, dict):
-            raise ImportFormatError(f"{where}: {at}: a category must be an object")
-        cid = _coco_id(cat, "id", where, at)
-        name = cat.get("name")
-        if type(name) is not str or not name.strip():
-            raise ImportFormatError(f"{where}: {at} (id {cid!r}): name must be a non-empty string")
-        sup = cat.get("supercategory")
-        if sup is not None and type(sup) is not str:
-            raise ImportFormatError(f"{where}: {at} (id {cid!r}): supercategory must be a string")
-        if cid in out:
-            raise ImportFormatError(f"{where}: {at}: duplicate category id {cid!r}")
-        out[cid] = cat
-    return out
-
-
 def _file_name(name: Any, where: str, at: str) -> str:
     if type(name) is not str or not name:
         raise ImportFormatError(f"{where}: {at}: file_name must be a non-empty string")
@@ -202,7 +379,9 @@ def _file_name(name: Any, where: str, at: str) -> str:
     return name
 
 
-def _annotation(ann: dict[str, Any], label: str, where: str, at: str) -> dict[str, Any]:
+def _annotation(ann: dict[str, Any], where: str, at: str) -> tuple[str, Any, dict[str, Any]]:
+    """The stored form of a COCO annotation: (type, coordinates, the COCO record kept in
+    ``metadata.system.coco``), each canonical."""
     coco = {k: v for k, v in ann.items() if k != "image_id"}
     bbox = ann.get("bbox")
     if bbox is not None:
@@ -221,19 +400,12 @@ def _annotation(ann: dict[str, Any], label: str, where: str, at: str) -> dict[st
         coordinates = [{"x": x, "y": y, "z": 0}, {"x": x + w, "y": y + h, "z": 0}]
     else:
         raise ImportFormatError(f"{where}: {at}: has neither a bbox nor a segmentation")
-    # In stored form: keys in canonical (sorted) order, the COCO record canonical too, so the
-    # editor stores it without another walk (``set_annotations(stored_form=True)``).
-    return {
-        "attributes": {},
-        "coordinates": coordinates,
-        "id": new_annotation_id(),
-        "label": label,
-        "metadata": {"system": {"coco": sort_maps(coco)}, "user": {}},
-        "type": ann_type,
-    }
+    # Canonical (maps in sorted key order, as built above) so that it is encoded as it is.
+    return ann_type, coordinates, sort_maps(coco)
 
 
 _NUMBER_TYPES = frozenset((int, float))
+_NO_RECORD: dict[str, Any] = {}  # images' records are not kept for an encoded import
 
 
 def _bbox(bbox: Any, where: str, at: str) -> None:

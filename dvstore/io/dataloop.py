@@ -66,6 +66,29 @@ def read_json_file(path: str | os.PathLike[str]) -> Any:
     return parse_json_bytes(raw, str(path))
 
 
+def read_json_text(path: str | os.PathLike[str]) -> tuple[str, bool]:
+    """Read a JSON file's text for a streaming reader: (text, whether values in it need the
+    full storability check, ``check_storable_part``). Errors as ``read_json_file``."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as e:
+        raise ImportFormatError(f"{path}: cannot read: {e.strerror or e}") from None
+    except ValueError as e:  # a NUL byte in the path
+        raise ImportFormatError(f"{path!r}: cannot read: {e}") from None
+    suspect = _maybe_unstorable(raw)
+    try:
+        return raw.decode("utf-8-sig"), suspect
+    except UnicodeDecodeError as e:
+        raise ImportFormatError(f"{path}: not UTF-8 text (byte {e.start})") from None
+
+
+def check_storable_part(value: Any, where: str, at: str, depth: int, suspect: bool) -> None:
+    """``check_storable`` for a value a streaming reader found at JSON path ``at``, ``depth``
+    levels down its document; ``suspect`` as ``read_json_text`` said of the whole text."""
+    if suspect or _depth(value, depth) > MAX_JSON_DEPTH:
+        _check(value, where, at, depth)
+
+
 def parse_json_bytes(raw: bytes, display: str) -> Any:
     """Parse JSON bytes (UTF-8, BOM allowed) into a storable document; errors name ``display``."""
     try:
@@ -73,7 +96,7 @@ def parse_json_bytes(raw: bytes, display: str) -> Any:
     except UnicodeDecodeError as e:
         raise ImportFormatError(f"{display}: not UTF-8 text (byte {e.start})") from None
     try:
-        doc = json.loads(text, parse_constant=_reject_constant)
+        doc = json.loads(text, parse_constant=reject_constant)
     except json.JSONDecodeError as e:
         raise ImportFormatError(f"{display}: not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
     except ValueError as e:  # from the hooks below
@@ -85,7 +108,8 @@ def parse_json_bytes(raw: bytes, display: str) -> Any:
     return doc
 
 
-def _reject_constant(name: str) -> Any:
+def reject_constant(name: str) -> Any:
+    """A ``parse_constant`` hook for ``json``: NaN and the infinities cannot be stored."""
     raise ValueError(f"{name} is not a storable number")
 
 

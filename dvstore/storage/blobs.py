@@ -17,6 +17,7 @@ import errno
 import io
 import os
 import stat
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -58,6 +59,7 @@ class BlobStore:
         self._pool: ThreadPoolExecutor | None = None
         self._pool_pid = -1
         self._inflight: list[Future[None]] = []
+        self._pool_lock = threading.Lock()  # add_file may run on several threads (ingest)
 
     # -- naming ----------------------------------------------------------------------
 
@@ -182,15 +184,17 @@ class BlobStore:
             raise storage_error(e, "cannot write blob") from None
 
     def _later(self, fn: Callable[..., None], *args: Any) -> None:
-        if self._pool is None or self._pool_pid != os.getpid():  # a forked child makes its own
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dvs-blob-sync")
-            self._pool_pid = os.getpid()
-            self._inflight = []
-        self._inflight.append(self._pool.submit(fn, *args))
+        with self._pool_lock:
+            if self._pool is None or self._pool_pid != os.getpid():  # a forked child makes its own
+                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dvs-blob-sync")
+                self._pool_pid = os.getpid()
+                self._inflight = []
+            self._inflight.append(self._pool.submit(fn, *args))
 
     def wait_durable(self) -> None:
         """Wait until every blob file written so far is fsynced and in place; raise its error."""
-        inflight, self._inflight = self._inflight, []
+        with self._pool_lock:
+            inflight, self._inflight = self._inflight, []
         first: BaseException | None = None
         for fut in inflight:
             try:

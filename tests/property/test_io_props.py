@@ -393,3 +393,26 @@ def test_fast_storability_check_agrees_with_the_full_walk(text: str) -> None:
     assert (got is None) == (want is None), (text[:200], got, want)
     if want is not None and want != "deep":
         assert got == want
+
+
+def _without_ids(result: CocoImport) -> tuple[Any, ...]:
+    files = {k: [{f: v for f, v in a.items() if f != "id"} for a in anns] for k, anns in result.by_file.items()}
+    return result.labels, files, result.images, result.categories
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow], max_examples=200)
+@given(st.one_of(valid_coco(), coco_ish), st.sampled_from([None, 0, 2]), st.booleans())
+def test_coco_stream_reader_agrees_with_the_document_parser(doc: Any, indent: int | None, sort: bool) -> None:
+    """``load_coco`` reads the file record by record; it must say what ``parse_coco`` says of
+    the parsed document, whatever the layout and key order of the text."""
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "coco.json"
+        path.write_text(json.dumps(doc, indent=indent, sort_keys=sort), encoding="utf-8")
+        try:
+            streamed: CocoImport | None = load_coco(path)
+        except ImportFormatError:
+            streamed = None
+    parsed = _coco_outcome(doc)
+    assert (streamed is None) == (parsed is None)
+    if streamed is not None and parsed is not None:
+        assert _without_ids(streamed) == _without_ids(parsed)

@@ -422,3 +422,49 @@ def test_annotation_missing_key(tmp_path: Path, missing: str) -> None:
 
 def test_annotation_not_an_object(tmp_path: Path) -> None:
     expect_error(tmp_path, coco(["box"]), "annotations[0]")  # type: ignore[list-item]
+
+
+def test_encoded_annotations_encode_exactly_the_stored_form(tmp_path: Path) -> None:
+    """``load_coco(encoded=True)`` (bulk ingest) encodes the same annotations, canonically."""
+    from dvstore import codec
+
+    anns = [
+        ann(id=1, bbox=[1, 2, 3, 4]),
+        ann(id=2, image_id=1, category_id=2, segmentation=[[0, 0, 4, 0, 4, 3], [5, 5, 6, 6, 7, 5]], bbox=[0, 0, 7, 6]),
+        ann(id="s3", image_id=2, iscrowd=1, segmentation={"size": [3, 4], "counts": [2, 3, 7]}, tool={"é": [1.5]}),
+    ]
+    path = write(tmp_path, coco(anns))
+    plain, enc = load_coco(path), load_coco(path, encoded=True)
+    assert enc.labels == plain.labels and enc.images == {} and set(enc.by_file) == set(plain.by_file)
+    for name, dicts in plain.by_file.items():
+        assert [e.coco_id for e in enc.by_file[name]] == [d["metadata"]["system"]["coco"]["id"] for d in dicts]
+        for d, e in zip(dicts, enc.by_file[name]):
+            raw = e.encode("abc123")
+            assert codec.decode(raw) == dict(d, id="abc123")
+            assert raw == codec.encode(codec.decode(raw))  # spliced, yet canonical
+
+
+def test_bad_reference_is_the_first_in_file_order_whatever_the_key_order(tmp_path: Path) -> None:
+    """Annotations may come before the images and categories they name: the error still
+    names the first bad one as the file has them."""
+    anns = [ann(id=1, bbox=[0, 0, 1, 1]), ann(id=2, image_id=5, bbox=[0, 0, 1, 1]),
+            ann(id=3, category_id=9, bbox=[0, 0, 1, 1])]
+    doc = coco(anns)
+    text = json.dumps({"annotations": doc["annotations"], "categories": doc["categories"], "images": doc["images"]})
+    path = tmp_path / "late.json"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ImportFormatError, match=re.escape("annotations[1] (id 2): image_id 5 names no image")):
+        load_coco(path)
+    del anns[1]
+    path.write_text(json.dumps({"annotations": anns, **{k: v for k, v in coco().items() if k != "annotations"}}))
+    with pytest.raises(ImportFormatError, match=re.escape("annotations[1] (id 3): category_id 9 names no category")):
+        load_coco(path)
+    with pytest.raises(ImportFormatError, match="missing 'images'"):
+        parse_coco({"annotations": anns})
+
+
+def test_a_streamed_list_given_twice_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "twice.json"
+    path.write_text('{"images": [], "images": []}', encoding="utf-8")
+    with pytest.raises(ImportFormatError, match="'images' appears twice"):
+        load_coco(path)

@@ -197,3 +197,29 @@ def test_progress_is_reported_along_the_way(tmp_path: Path) -> None:
     with ds.edit("add") as e:
         ingest.ingest(e, [str(tmp_path / "src")], progress=lambda done, total: calls.append((done, total)))
     assert calls == [(512, 1100), (1024, 1100), (1100, 1100)]
+
+
+def test_walk_rebuilds_every_local_path(tmp_path: Path) -> None:
+    """``Files`` keeps one string per file; every (local, name) pair must come back exactly."""
+    import unicodedata
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    (a / "sub").mkdir(parents=True)
+    b.mkdir()
+    (a / "sub" / "x.bin").write_bytes(b"1")
+    (a / "top.bin").write_bytes(b"2")
+    decomposed = unicodedata.normalize("NFD", "é.bin")  # normalisation changes the name
+    (b / decomposed).write_bytes(b"3")
+    (tmp_path / "lone.bin").write_bytes(b"4")
+    files = ingest.walk([str(a), str(b), str(tmp_path / "lone.bin"), str(a)], to="/in")
+    got = files.window(0, 100)
+    assert got == sorted([
+        (str(a / "sub" / "x.bin"), "/in/sub/x.bin"),
+        (str(a / "top.bin"), "/in/top.bin"),
+        (str(b / decomposed), "/in/" + unicodedata.normalize("NFC", "é.bin")),
+        (str(tmp_path / "lone.bin"), "/in/lone.bin"),
+    ], key=lambda t: t[1])
+    assert files.window(1, 3) == got[1:3] and len(files) == 4
+    (b / "top.bin").write_bytes(b"5")
+    with pytest.raises(UsageError, match="two files map to the same item /top.bin"):
+        ingest.walk([str(a), str(b)])
