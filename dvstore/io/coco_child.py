@@ -8,8 +8,8 @@ its result back over a pipe as length-prefixed frames of canonical msgpack:
 
 * first, once the whole file is parsed and checked: ``["ok", labels]`` or
   ``["error", error class name, message, hint]``;
-* then one frame per image: ``[file_name, [[coco_id, label, body, cut], ...]]``
-  (``coco.EncodedAnnotation`` fields).
+* then frames of up to ``BATCH`` images: ``[[file_name, [[coco_id, label, body, cut], ...]],
+  ...]`` (``coco.EncodedAnnotation`` fields).
 
 The parent calls ``poll`` between batches of files, so a malformed COCO file still fails
 the command early, and ``result`` at the end. Where ``fork`` is missing (or
@@ -30,6 +30,7 @@ from dvstore.io import coco
 
 _LEN = struct.Struct(">I")
 _MAX_FRAME = 1 << 30
+BATCH = 1024
 
 
 class CocoReader:
@@ -74,9 +75,10 @@ class CocoReader:
                 self._status()
             assert self._pipe is not None and self._labels is not None
             by_file: dict[str, list[Any]] = {}
+            restore = coco.EncodedAnnotation.restore
             while (frame := _read_frame(self._pipe, self.path)) is not None:
-                name, anns = frame
-                by_file[name] = [coco.EncodedAnnotation.restore(*a) for a in anns]
+                for name, anns in frame:
+                    by_file[name] = [restore(*a) for a in anns]
             self.close()
             self._done = coco.CocoImport(labels=self._labels, by_file=by_file)
         return self._done
@@ -124,8 +126,14 @@ def _child(path: str, fd: int) -> None:
                 _write_frame(out, ["error", "ImportFormatError", f"{path}: cannot read: {type(e).__name__}", None])
                 return
             _write_frame(out, ["ok", imp.labels])
+            batch: list[Any] = []
             for name, anns in imp.by_file.items():
-                _write_frame(out, [name, [[a.coco_id, a.label, a.body, a.cut] for a in anns]])
+                batch.append([name, [[a.coco_id, a.label, a.body, a.cut] for a in anns]])
+                if len(batch) == BATCH:
+                    _write_frame(out, batch)
+                    batch = []
+            if batch:
+                _write_frame(out, batch)
     except BaseException:  # the parent went away (EPIPE) or a signal: nothing to report
         code = 1
     finally:
