@@ -43,7 +43,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 PROJECT = HERE.parent
-ALL_TOOLS = ["floor-cat", "floor", "floor-copy", "dvs", "git", "git-annex", "git-lfs", "dvc", "oxen"]
+ALL_TOOLS = ["floor-cat", "floor", "floor-copy", "floor-durable", "dvs", "git", "git-annex", "git-lfs", "dvc", "oxen"]
 COMPETITORS = ["git", "git-annex", "git-lfs", "dvc", "oxen"]
 SEED = 20240601
 CHUNK = 1 << 20
@@ -167,7 +167,7 @@ for path, size in walk(root):
                 nbytes += n
         continue
     h = blake3.blake3(max_threads=blake3.blake3.AUTO) if size >= BIG else blake3.blake3()
-    w = open(os.path.join(out, "tmp"), "wb", buffering=0) if mode == "copy" else None
+    w = open(os.path.join(out, "tmp"), "wb", buffering=0) if mode in ("copy", "durable") else None
     with open(path, "rb", buffering=0) as f:
         while (n := f.readinto(buf)):
             h.update(mv[:n])
@@ -176,9 +176,15 @@ for path, size in walk(root):
             nbytes += n
     d = h.hexdigest()
     if w is not None:
+        if mode == "durable":
+            os.fsync(w.fileno())
         w.close()
         os.rename(os.path.join(out, "tmp"), os.path.join(out, d))
     acc ^= int(d[:16], 16)
+if mode == "durable":
+    fd = os.open(out, os.O_RDONLY)
+    os.fsync(fd)
+    os.close(fd)
 t1 = time.perf_counter()
 print("BENCH_INNER " + __import__("json").dumps({"work_s": t1 - t0, "files": files, "bytes": nbytes,
                                                 "xor": "%016x" % acc}))
@@ -291,6 +297,8 @@ class FloorTool(Tool):
             "hash": "read every byte and blake3 it (1 MiB chunks; files >= 4 MiB with "
                     "max_threads=AUTO), one process",
             "copy": "floor + write each file once to a new file named by its hash (no fsync)",
+            "durable": "floor-copy + fsync of each file and of the folder: the least a store that "
+                       "must keep every blob across a crash writes",
         }[mode]
 
     @property
@@ -312,7 +320,7 @@ class FloorTool(Tool):
 
     def timed(self, repo, ds, info):
         argv = [str(self.e.proj_python), "-c", FLOOR_PY, self.mode, ds]
-        if self.mode == "copy":
+        if self.mode in ("copy", "durable"):
             argv.append(".floor-store")
         return argv
 
@@ -320,7 +328,7 @@ class FloorTool(Tool):
         return None, info["files"]
 
     def store_dirs(self, repo):
-        return [repo / ".floor-store"] if self.mode == "copy" else []
+        return [repo / ".floor-store"] if self.mode in ("copy", "durable") else []
 
 
 class DvsTool(Tool):
@@ -522,6 +530,7 @@ def make_tools(env: Env) -> dict[str, Tool]:
         "floor-cat": FloorTool(env, "floor-cat", "cat"),
         "floor": FloorTool(env, "floor", "hash"),
         "floor-copy": FloorTool(env, "floor-copy", "copy"),
+        "floor-durable": FloorTool(env, "floor-durable", "durable"),
         "dvs": DvsTool(env),
         "git": GitTool(env),
         "git-annex": AnnexTool(env),
@@ -925,6 +934,10 @@ def bars(rows: list[dict], datasets: dict) -> str:
             ok = dvs["median_s"] <= limit * floor["median_s"]
             lines.append(f"- {ds}: dvs within {limit}x of the floor: {'PASS' if ok else 'FAIL'} "
                          f"({dvs['median_s'] / floor['median_s']:.2f}x)")
+        durable = get("floor-durable", ds)
+        if durable:  # not a bar of the issue: the floor once every byte must also reach the disk
+            lines.append(f"- {ds}: dvs / floor-durable (read + hash + write once + fsync): "
+                         f"{dvs['median_s'] / durable['median_s']:.2f}x")
         if ds == "small" and fastest:
             ok = 2 * dvs["median_s"] <= fastest["median_s"]
             lines.append(f"- small: dvs at least 2x faster than {fastest['tool']}: "
@@ -978,7 +991,7 @@ def main(argv=None) -> int:
     args.large_repeat = args.large_repeat if args.large_repeat is not None else args.repeat
     want_ds = [d for d in args.datasets.split(",") if d]
     if args.tools == "competitors":
-        names = ["floor-cat", "floor", "floor-copy"] + COMPETITORS
+        names = ["floor-cat", "floor", "floor-copy", "floor-durable"] + COMPETITORS
     else:
         names = [t for t in args.tools.split(",") if t]
     bad = [t for t in names if t not in ALL_TOOLS]
@@ -1010,7 +1023,7 @@ def main(argv=None) -> int:
             print(f"skip {n}: {why}", file=sys.stderr)
         else:
             active.append(n)
-    versions = {n: tools[n].version() for n in active if n not in ("floor-cat", "floor-copy")}
+    versions = {n: tools[n].version() for n in active if n not in ("floor-cat", "floor-copy", "floor-durable")}
 
     t0 = time.time()
     datasets, sources = {}, {}
