@@ -61,12 +61,16 @@ class CocoReader:
         self.close()
 
     def poll(self) -> None:
-        """Raise the child's error now if it has finished with one."""
+        """If the child has finished: raise its error, or take its result now.
+
+        Taking it as soon as it is ready lets the child exit: otherwise it would hold its
+        copy of the result (and the file's text) until the parent's last file.
+        """
         if self._pipe is not None and self._labels is None:
             poller = select.poll()  # not select(): descriptors past 1024 are fine
             poller.register(self._pipe.fileno(), select.POLLIN | select.POLLHUP)
             if poller.poll(0):
-                self._status()
+                self.result()
 
     def result(self) -> coco.CocoImport:
         """The import (waits for the child)."""
