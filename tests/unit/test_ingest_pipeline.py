@@ -223,3 +223,26 @@ def test_walk_rebuilds_every_local_path(tmp_path: Path) -> None:
     (b / "top.bin").write_bytes(b"5")
     with pytest.raises(UsageError, match="two files map to the same item /top.bin"):
         ingest.walk([str(a), str(b)])
+
+
+def test_dataloop_json_named_after_the_stem_or_the_full_name(tmp_path: Path) -> None:
+    """json/a/1.json (Dataloop's exports) and json/a/2.png.json (dvs checkouts) both land;
+    a stem two added files share is ambiguous and reported, not guessed."""
+    import json
+
+    src = tmp_path / "src"
+    for rel in ("a/1.jpg", "a/2.png", "x.jpg", "x.png"):
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_bytes(rel.encode())
+    js = tmp_path / "json"
+    for rel in ("a/1.json", "a/2.png.json", "x.json"):
+        (js / rel).parent.mkdir(parents=True, exist_ok=True)
+        (js / rel).write_text(json.dumps({"annotations": [{"id": "k" + rel[-8:-5], "type": "class", "label": "cat"}]}))
+    store = Store.init(str(tmp_path / "store"))
+    ds = store.datasets.create("ds")
+    with ds.edit("add") as e:
+        stats = ingest.ingest(e, [str(src)], annotations=str(js), fmt="dataloop")
+    assert stats.annotated == 2 and stats.skipped == ["/x"]
+    assert [a["label"] for a in ds.items.get("/a/1.jpg").annotations] == ["cat"]
+    assert [a["label"] for a in ds.items.get("/a/2.png").annotations] == ["cat"]
+    assert ds.items.get("/x.jpg").annotations == [] and ds.items.get("/x.png").annotations == []
