@@ -57,24 +57,22 @@ def read_json_file(path: str | os.PathLike[str]) -> Any:
         ImportFormatError: The file cannot be read, is not UTF-8, is not JSON, or holds a
             value the store cannot encode.
     """
+    return parse_json_bytes(_read_bytes(path), str(path))
+
+
+def _read_bytes(path: str | os.PathLike[str]) -> bytes:
     try:
-        raw = Path(path).read_bytes()
+        return Path(path).read_bytes()
     except OSError as e:
         raise ImportFormatError(f"{path}: cannot read: {e.strerror or e}") from None
     except ValueError as e:  # a NUL byte in the path
         raise ImportFormatError(f"{path!r}: cannot read: {e}") from None
-    return parse_json_bytes(raw, str(path))
 
 
 def read_json_text(path: str | os.PathLike[str]) -> tuple[str, bool]:
     """Read a JSON file's text for a streaming reader: (text, whether values in it need the
     full storability check, ``check_storable_part``). Errors as ``read_json_file``."""
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as e:
-        raise ImportFormatError(f"{path}: cannot read: {e.strerror or e}") from None
-    except ValueError as e:  # a NUL byte in the path
-        raise ImportFormatError(f"{path!r}: cannot read: {e}") from None
+    raw = _read_bytes(path)
     suspect = _maybe_unstorable(raw)
     try:
         return raw.decode("utf-8-sig"), suspect

@@ -137,19 +137,6 @@ def test_rlimit_fsize_on_lmdb_growth(tmp_path: Path) -> None:
     assert _after_fault(d, old, src, p) == "failed"
 
 
-@pytest.fixture
-def small_tmpfs(tmp_path: Path):  # type: ignore[no-untyped-def]
-    mnt = tmp_path / "tmpfs"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)], capture_output=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.decode().strip()}): needs root or CAP_SYS_ADMIN")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
-
-
 def test_full_tmpfs(small_tmpfs: Path, tmp_path: Path) -> None:
     d = make_store(small_tmpfs / "s", 20, n_large=1)
     filler = small_tmpfs / "filler"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -40,19 +39,6 @@ def test_kill_while_spilling_leaves_the_old_version(tmp_path: Path, n: int) -> N
     ls = run_dvs(d, "ls", "d", "--json")
     names = {i["filename"] for i in json.loads(ls.stdout)}
     assert {"/new/" + rel for rel in files} <= names and len(names) == len(files) + 10
-
-
-@pytest.fixture
-def small_tmpfs(tmp_path: Path):  # type: ignore[no-untyped-def]
-    mnt = tmp_path / "tmpfs"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)], capture_output=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.decode().strip()}): needs root or CAP_SYS_ADMIN")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
 def test_scratch_on_a_full_disk_is_an_error_not_a_crash(small_tmpfs: Path) -> None:
