@@ -140,7 +140,10 @@ class Editor:
     def item_id(self, filename: str, *, normalized: bool = False) -> bytes | None:
         if not normalized:
             filename = normalize_filename(filename)
-        pk = path_key(filename)
+        return self._item_at(filename, path_key(filename))
+
+    def _item_at(self, filename: str, pk: bytes) -> bytes | None:
+        """``item_id`` of a normalised ``filename`` whose path key is ``pk``."""
         v = self._spill.get(_PATHS, self._paths, pk)
         if v is MISSING:
             if self._path_all is not None:
@@ -151,8 +154,8 @@ class Editor:
         iid: bytes | None = v[1]
         return iid
 
-    def _set_path(self, filename: str, iid: bytes | None) -> None:
-        self._paths[path_key(filename)] = [filename, iid]
+    def _set_path(self, filename: str, iid: bytes | None, pk: bytes | None = None) -> None:
+        self._paths[pk or path_key(filename)] = [filename, iid]
         self._spill.check(_PATHS, self._paths)
 
     def _set(self, layer: str, iid: bytes, value: Any) -> None:
@@ -187,7 +190,8 @@ class Editor:
         """Point ``filename`` at a stored blob: a new item, or a new binary for an existing one."""
         if not normalized:
             filename = normalize_filename(filename)
-        iid = self.item_id(filename, normalized=True)
+        pk = path_key(filename)
+        iid = self._item_at(filename, pk)
         given = system or {}
         system = {k: given[k] for k in sorted(given) if k in INTRINSIC_SYSTEM}
         if iid is None:
@@ -195,7 +199,7 @@ class Editor:
             iid = new_item_id()
             rec = {"blob": blob, "createdAt": self._now, "filename": filename, "hidden": False,
                    "mimetype": mimetype, "size": size, "system": system}
-            self._set_path(filename, iid)
+            self._set_path(filename, iid, pk)
         else:
             old = self.current("items", iid)
             assert old is not None
