@@ -338,7 +338,7 @@ class _Copier:
 
     ``BlobStore.add_file`` copies in the kernel, then hashes the copy: both release the GIL,
     so with two threads one file is being copied while another is hashed, on two cores
-    (measured on 20 x 50 MiB: 0.91 s one at a time, see benchmarks/README.md for now).
+    (measured on 20 x 50 MiB: 0.91 s one file at a time, 0.67 s with two threads).
     """
 
     AHEAD = 3
