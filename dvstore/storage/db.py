@@ -149,6 +149,23 @@ def _lock_lockfile(fd: int) -> bool:
     return True
 
 
+def _pages(page: Callable[[bytes, int], list[tuple[bytes, bytes]]], prefix: bytes,
+           batch: int) -> Iterator[list[tuple[bytes, bytes]]]:
+    """Rows under ``prefix`` in batches; ``page(start, n)`` reads up to n rows from ``start``
+    in a transaction of its own (each batch after the first starts at the last row again)."""
+    start, skip = prefix, False
+    while True:
+        rows = page(start, batch + (1 if skip else 0))
+        if skip and rows and rows[0][0] == start:
+            rows = rows[1:]
+        if not rows:
+            return
+        yield rows
+        if len(rows) < batch:
+            return
+        start, skip = rows[-1][0], True
+
+
 def _read_head(path: str, n: int) -> bytes:
     with open(path, "rb") as f:
         return f.read(n)
@@ -271,21 +288,10 @@ class Database:
 
     def iter_batches(self, db: str, prefix: bytes = b"", batch: int = 10_000) -> Iterator[list[tuple[bytes, bytes]]]:
         """Iterate a database in batches, each read in its own short transaction."""
-        start, skip = prefix, False
-        while True:
-            n = batch + (1 if skip else 0)
-            def page(t: ReadTxn, s: bytes = start, n: int = n) -> list[tuple[bytes, bytes]]:
-                return list(t.scan_from(db, s, prefix, n))
+        def page(start: bytes, n: int) -> list[tuple[bytes, bytes]]:
+            return self.read(lambda t: list(t.scan_from(db, start, prefix, n)))
 
-            rows = self.read(page)
-            if skip and rows and rows[0][0] == start:
-                rows = rows[1:]
-            if not rows:
-                return
-            yield rows
-            if len(rows) < batch:
-                return
-            start, skip = rows[-1][0], True
+        return _pages(page, prefix, batch)
 
     def reader_check(self) -> int:
         return int(self.env.reader_check())
@@ -491,6 +497,7 @@ class WriteTxn(ReadTxn):
 
 
 SCRATCH_PREFIX = "scratch-"
+_SCRATCH_DBS: dict[str, Any] = {"": None}  # a scratch file has only LMDB's main database
 
 
 class Scratch:
@@ -567,29 +574,20 @@ class Scratch:
         if self._env is None:
             return None
         with self._env.begin() as t:
-            v = t.get(key)
-            return None if v is None else bytes(v)
+            return ReadTxn(t, _SCRATCH_DBS).get("", key)
 
     def scan(self, prefix: bytes, batch: int = 4096) -> Iterator[tuple[bytes, bytes]]:
         """Rows whose key starts with ``prefix``, in key order (read in short batches)."""
-        if self._env is None:
+        env = self._env
+        if env is None:
             return
-        start = prefix
-        while True:
-            with self._env.begin() as t:
-                cur = t.cursor()
-                rows: list[tuple[bytes, bytes]] = []
-                if cur.set_range(start):
-                    for k, v in cur:
-                        if not k.startswith(prefix) or len(rows) == batch:
-                            break
-                        rows.append((bytes(k), bytes(v)))
-            if rows and rows[0][0] == start and start != prefix:
-                rows = rows[1:]  # the last row of the batch before
+
+        def page(start: bytes, n: int) -> list[tuple[bytes, bytes]]:
+            with env.begin() as t:
+                return list(ReadTxn(t, _SCRATCH_DBS).scan_from("", start, prefix, n))
+
+        for rows in _pages(page, prefix, batch):
             yield from rows
-            if len(rows) < batch - 1 or not rows:
-                return
-            start = rows[-1][0]
 
     def close(self) -> None:
         """Close and delete the file."""
