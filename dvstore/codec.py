@@ -13,6 +13,7 @@ builtin exception. Schema checks are the caller's job (``model``).
 from __future__ import annotations
 
 import math
+import threading
 from typing import Any
 
 import msgpack
@@ -78,10 +79,23 @@ def sort_maps(x: Any) -> Any:
     return x
 
 
+class _Packers(threading.local):
+    """One msgpack ``Packer`` per thread: ``msgpack.packb`` builds a new Packer (and its
+    buffer) per call, which cost 0.56 us against 0.17 us for a small record, on a path that
+    encodes a few records per ingested file. A Packer resets its buffer after each ``pack``,
+    also when packing fails."""
+
+    def __init__(self) -> None:
+        self.packer = msgpack.Packer(use_bin_type=True, use_single_float=False)
+
+
+_PACKERS = _Packers()
+
+
 def encode(x: Any) -> bytes:
     """Encode ``x`` canonically."""
     try:
-        out: bytes = msgpack.packb(_canon(x), use_bin_type=True, use_single_float=False)
+        out: bytes = _PACKERS.packer.pack(_canon(x))
         return out
     except (ValueError, OverflowError) as e:  # ints beyond 64 bits, strings with lone surrogates
         raise UsageError(f"cannot encode value: {e}") from None
@@ -89,16 +103,13 @@ def encode(x: Any) -> bytes:
 
 def encode_canonical(x: Any) -> bytes:
     """Encode a value the caller built in canonical form already (hot paths)."""
-    out: bytes = msgpack.packb(x, use_bin_type=True, use_single_float=False)
+    out: bytes = _PACKERS.packer.pack(x)
     return out
-
-
-_PACKER = msgpack.Packer(use_bin_type=True, use_single_float=False)
 
 
 def map_header(n: int) -> bytes:
     """The encoded header of a map of ``n`` entries (for building an encoding in pieces)."""
-    out: bytes = _PACKER.pack_map_header(n)
+    out: bytes = _PACKERS.packer.pack_map_header(n)
     return out
 
 
@@ -106,7 +117,7 @@ def encode_entries(d: dict[str, Any]) -> bytes:
     """The encoded entries of canonical map ``d`` without its header: ``map_header(n)``
     followed by the entries of maps with n entries in all, in canonical key order, is the
     canonical encoding of their union (importers that fill in some values later)."""
-    whole: bytes = msgpack.packb(d, use_bin_type=True, use_single_float=False)
+    whole: bytes = _PACKERS.packer.pack(d)
     return whole[len(map_header(len(d))):]
 
 
@@ -115,9 +126,10 @@ def encode_map_of_encoded(entries: list[tuple[str, bytes]]) -> bytes:
 
     ``entries`` must be sorted by key with no key twice.
     """
-    parts = [_PACKER.pack_map_header(len(entries))]
+    packer = _PACKERS.packer
+    parts = [packer.pack_map_header(len(entries))]
     for k, v in entries:
-        parts.append(_PACKER.pack(k))
+        parts.append(packer.pack(k))
         parts.append(v)
     return b"".join(parts)
 

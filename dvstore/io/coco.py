@@ -37,9 +37,15 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from dvstore.codec import decode, encode_canonical, encode_entries, map_header, sort_maps
+from dvstore.codec import decode, encode_canonical, map_header, sort_maps
 from dvstore.errors import ImportFormatError, InvalidNameError
-from dvstore.io.dataloop import check_storable, check_storable_part, read_json_text, reject_constant
+from dvstore.io.dataloop import (
+    MAX_JSON_DEPTH,
+    check_storable,
+    check_storable_part,
+    read_json_text,
+    reject_constant,
+)
 from dvstore.io.imageinfo import encode_png
 from dvstore.model import new_annotation_id, normalize_filename
 
@@ -103,9 +109,14 @@ class EncodedAnnotation:
 
 _LABEL_KEY = encode_canonical("label")
 # The stored annotation's keys in canonical order: attributes, coordinates, id, label,
-# metadata, type. The head runs up to the id's value, the tail from "metadata" on.
-_HEAD = map_header(6) + encode_canonical("attributes") + encode_canonical({})
+# metadata, type. The head runs up to the id's value, the tail from "metadata" on; both
+# are built from these constant pieces around the encoded coordinates and COCO record.
+_HEAD = map_header(6) + encode_canonical("attributes") + encode_canonical({}) + encode_canonical("coordinates")
 _ID_KEY = encode_canonical("id")
+_TAIL_COCO = (encode_canonical("metadata") + map_header(2) + encode_canonical("system") + map_header(1)
+              + encode_canonical("coco"))
+_TAIL_TYPE = {t: encode_canonical("user") + encode_canonical({}) + encode_canonical("type") + encode_canonical(t)
+              for t in ("binary", "box", "segment")}
 
 
 def load_coco(path: str | os.PathLike[str], *, encoded: bool = False) -> CocoImport:
@@ -162,18 +173,29 @@ _STREAMED = ("images", "annotations", "categories")
 
 
 def _stream(text: str, where: str, b: _Builder, suspect: bool) -> None:
-    """Feed the top-level object of ``text`` to ``b``, one list element at a time."""
+    """Feed the top-level object of ``text`` to ``b``, one list element at a time.
+
+    This loop runs once per image and per annotation, so it avoids per-record work that is
+    only needed on bad input: a record's nesting depth is counted only when its text holds
+    enough brackets to be too deep, and its JSON path is formatted only for an error.
+    """
     dec = json.JSONDecoder(parse_constant=reject_constant)
+    decode_at = dec.raw_decode
     match = _WS.match
+    count = text.count
+    blank = " \t\n\r"
 
     def ws(i: int) -> int:  # the first non-blank position at or after i
         m = match(text, i)
         assert m is not None  # the pattern matches the empty string
         return m.end()
 
-    def value(i: int, at: str, depth: int) -> tuple[Any, int]:
-        v, end = dec.raw_decode(text, i)
-        check_storable_part(v, where, at, depth, suspect)
+    def value(i: int, depth: int, key: str, n: int | None) -> tuple[Any, int]:
+        v, end = decode_at(text, i)
+        # Over-counting (brackets inside strings) only costs the full check.
+        if suspect or count("[", i, end) + count("{", i, end) > MAX_JSON_DEPTH - depth:
+            at = "$" if not key else f"$.{key}" if n is None else f"$.{key}[{n}]"
+            check_storable_part(v, where, at, depth, suspect)
         return v, end
 
     def expect(i: int, chars: str, what: str) -> str:
@@ -185,7 +207,7 @@ def _stream(text: str, where: str, b: _Builder, suspect: bool) -> None:
     try:
         i = ws(0)
         if text[i:i + 1] != "{":
-            value(i, "$", 0)  # a JSON error if it is one, else:
+            value(i, 0, "", None)  # a JSON error if it is one, else:
             raise ImportFormatError(f"{where}: a COCO file must be a JSON object")
         i = ws(i + 1)
         seen: set[str] = set()
@@ -194,7 +216,7 @@ def _stream(text: str, where: str, b: _Builder, suspect: bool) -> None:
         else:
             while True:
                 expect(i, '"', "Expecting property name enclosed in double quotes")
-                key, i = dec.raw_decode(text, i)
+                key, i = decode_at(text, i)
                 i = ws(i)
                 expect(i, ":", "Expecting ':' delimiter")
                 i = ws(i + 1)
@@ -209,17 +231,25 @@ def _stream(text: str, where: str, b: _Builder, suspect: bool) -> None:
                         i += 1
                     else:
                         while True:
-                            v, i = value(i, f"$.{key}[{n}]", 2)
+                            v, i = value(i, 2, key, n)
                             add(n, v)
                             n += 1
-                            i = ws(i)
-                            if expect(i, ",]", "Expecting ',' delimiter") == "]":
+                            c = text[i:i + 1]
+                            if c and c in blank:
+                                i = ws(i)
+                                c = text[i:i + 1]
+                            if c == ",":
+                                i += 1
+                                if text[i:i + 1] in blank:  # "" (the end) too: raw_decode names it
+                                    i = ws(i)
+                            elif c == "]":
                                 i += 1
                                 break
-                            i = ws(i + 1)
+                            else:
+                                raise json.JSONDecodeError("Expecting ',' delimiter", text, i)
                     b.streamed(key)
                 else:
-                    v, i = value(i, f"$.{key}", 1)
+                    v, i = value(i, 1, key, None)
                     b.top(key, v)
                 i = ws(i)
                 if expect(i, ",}", "Expecting ',' delimiter") == "}":
@@ -297,13 +327,17 @@ class _Builder:
         self.images[name] = img if self.keep_images else _NO_RECORD
 
     def annotation(self, i: int, ann: Any) -> None:
-        where, at = self.where, f"annotations[{i}]"
-        if not isinstance(ann, dict):
-            raise ImportFormatError(f"{where}: {at}: an annotation must be an object")
-        ann_id = _coco_id(ann, "id", where, at)
-        at = f"annotations[{i}] (id {ann_id!r})"
-        image_id = _coco_id(ann, "image_id", where, at)
-        category_id = _coco_id(ann, "category_id", where, at)
+        # Once per annotation: the checks of well-formed ids are inline, and the entry's name
+        # for error messages is only formatted on the way to an error.
+        if type(ann) is not dict:
+            raise ImportFormatError(f"{self.where}: annotations[{i}]: an annotation must be an object")
+        ann_id, image_id, category_id = ann.get("id"), ann.get("image_id"), ann.get("category_id")
+        if not (_good_id(ann_id) and _good_id(image_id) and _good_id(category_id)):
+            ann_id = _coco_id(ann, "id", self.where, f"annotations[{i}]")
+            at = f"annotations[{i}] (id {ann_id!r})"
+            _coco_id(ann, "image_id", self.where, at)
+            _coco_id(ann, "category_id", self.where, at)
+        where, at = self.where, f"annotations[{i}] (id {ann_id!r})"
         if self.known is not None:
             if image_id not in self.known.file_of:
                 raise ImportFormatError(f"{where}: {at}: image_id {image_id!r} names no image")
@@ -311,8 +345,8 @@ class _Builder:
                 raise ImportFormatError(f"{where}: {at}: category_id {category_id!r} names no category")
             return
         ann_type, coordinates, coco = _annotation(ann, where, at)
-        head = _HEAD + encode_entries({"coordinates": coordinates}) + _ID_KEY
-        tail = encode_entries({"metadata": {"system": {"coco": coco}, "user": {}}, "type": ann_type})
+        head = _HEAD + encode_canonical(coordinates) + _ID_KEY
+        tail = _TAIL_COCO + encode_canonical(coco) + _TAIL_TYPE[ann_type]
         anns = self.by_image.get(image_id)
         if anns is None:
             anns = self.by_image[image_id] = []
@@ -347,6 +381,11 @@ class _Builder:
 def _as_dict(a: EncodedAnnotation) -> dict[str, Any]:
     value: dict[str, Any] = decode(a.encode(new_annotation_id()))
     return value
+
+
+def _good_id(value: Any) -> bool:
+    """Is ``value`` a COCO id as ``_coco_id`` accepts it?"""
+    return type(value) is int or (type(value) is str and value != "")
 
 
 def _coco_id(record: dict[str, Any], key: str, where: str, at: str) -> Any:

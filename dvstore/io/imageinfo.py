@@ -61,7 +61,7 @@ def sniff(head: bytes, filename: str) -> tuple[str, dict[str, Any]]:
         are recognised, else from the extension, else ``application/octet-stream``.
     """
     head = bytes(head)
-    for magic, mimetype, parser in _PARSERS:
+    for magic, mimetype, parser in _BY_FIRST_BYTE.get(head[:1], ()):
         if magic(head):
             try:
                 fields = parser(head)
@@ -286,3 +286,11 @@ _PARSERS: tuple[tuple[Callable[[bytes], bool], str, Callable[[bytes], dict[str, 
     (_is_webp, "image/webp", _webp),
     (_is_tiff, "image/tiff", _tiff),
 )
+# Every format's magic fixes its first byte: look only at the formats a file's first byte
+# allows (ingest sniffs every file; most are one format, or none of these).
+_FIRST_BYTES: dict[Callable[[bytes], bool], bytes] = {
+    _is_png: b"\x89", _is_jpeg: b"\xff", _is_gif: b"G", _is_bmp: b"B", _is_webp: b"R", _is_tiff: b"IM",
+}
+_BY_FIRST_BYTE = {
+    bytes([c]): tuple(p for p in _PARSERS if c in _FIRST_BYTES[p[0]]) for c in set(b"".join(_FIRST_BYTES.values()))
+}

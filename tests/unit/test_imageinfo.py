@@ -303,3 +303,19 @@ def test_encode_png_is_deterministic() -> None:
 def test_encode_png_rejects_bad_input(width: int, height: int, rows: list[bytes], channels: int) -> None:
     with pytest.raises(ValueError):
         encode_png(width, height, rows, channels=channels)
+
+
+def test_first_byte_dispatch_finds_what_a_scan_of_every_format_finds() -> None:
+    # sniff only tries the formats a head's first byte allows: over every first byte, with
+    # the heads of each format behind it, that must pick what trying all formats picks.
+    from dvstore.io import imageinfo
+
+    heads = [make_png(3, 2), make_jpeg(8, 8), make_gif(1, 1), make_bmp(2, 2), make_webp_vp8(4, 4),
+             make_webp_vp8x(4, 4, False), make_tiff(4, 4), make_tiff(4, 4, big_endian=True), b"", b"text"]
+    for head in heads:
+        for first in range(256):
+            for b in (head, bytes([first]) + head[1:]):
+                scan = next((p[1] for p in imageinfo._PARSERS if p[0](b)), None)
+                chosen = next((p[1] for p in imageinfo._BY_FIRST_BYTE.get(b[:1], ()) if p[0](b)), None)
+                assert chosen == scan, (b[:12], first)
+    assert sniff(make_tiff(4, 4, big_endian=True), "f.bin")[0] == "image/tiff"
