@@ -453,7 +453,7 @@ class _Annotations:
 
     def result(self) -> tuple[dict[str, list[Any]], list[str], dict[str, dict[str, Any]], bool]:
         """({item filename: annotations}, labels for the recipe, {filename: Dataloop extras},
-        whether the annotations are ``coco.EncodedAnnotation``)."""
+        whether the annotations are encoded COCO ones, ``[coco_id, head, tail]``)."""
         if self.reader is None:
             return self.loaded
         imp = self.reader.result()
@@ -547,16 +547,26 @@ def _apply_one(editor: Editor, key: str, by_file: dict[str, list[Any]],
 
 
 def _encoded_annset(editor: Editor, iid: bytes, anns: list[Any]) -> bytes | None:
-    """The encoded annotation set of COCO annotations (``coco.EncodedAnnotation``)."""
+    """The encoded annotation set of COCO annotations given as ``[coco_id, head, tail]``
+    (``coco.EncodedAnnotation.split``)."""
     if not anns:
         return None
     # Re-importing the same COCO file must not mint new ids (it would look like a change).
-    ids = [(hash_bytes(iid + b"coco:" + str(a.coco_id).encode())[:12].hex(), a) for a in anns]
-    ids.sort(key=lambda t: t[0])
-    for (x, a), (y, _) in zip(ids, ids[1:]):
+    entries = []
+    for coco_id, head, tail in anns:
+        key = codec.encode_canonical(hash_bytes(iid + b"coco:" + str(coco_id).encode())[:12].hex())
+        entries.append((key, head, tail, coco_id))
+    entries.sort(key=_first)  # encoded keys of one length sort as their strings do
+    for (x, *_), (y, _h, _t, coco_id) in zip(entries, entries[1:]):
         if x == y:
-            raise ImportFormatError(f"two COCO annotations with id {a.coco_id!r} on {editor._name_of(iid)}")
-    return codec.encode_map_of_encoded([(aid, a.encode(aid)) for aid, a in ids])
+            raise ImportFormatError(f"two COCO annotations with id {coco_id!r} on {editor._name_of(iid)}")
+    # A map's canonical encoding: its header, then each key and value in key order (the key
+    # is the annotation's id, which it also holds).
+    return codec.map_header(len(entries)) + b"".join([k + head + k + tail for k, head, tail, _ in entries])
+
+
+def _first(entry: tuple[bytes, bytes, bytes, Any]) -> bytes:
+    return entry[0]
 
 
 def progress_bar(label: str) -> Progress:

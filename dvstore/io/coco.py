@@ -94,17 +94,16 @@ class EncodedAnnotation:
         self.body = head + tail
         self.cut = len(head)
 
-    @classmethod
-    def restore(cls, coco_id: Any, label: str, body: bytes, cut: int) -> EncodedAnnotation:
-        """Rebuild one from its fields (as ``coco_child`` sends them)."""
-        a = cls.__new__(cls)
-        a.coco_id, a.label, a.body, a.cut = coco_id, label, body, cut
-        return a
+    def split(self) -> tuple[bytes, bytes]:
+        """``(head, tail)``: the canonical encoding of the annotation with id ``i`` is
+        ``head + encode_canonical(i) + tail`` (once the label is known)."""
+        body, cut = self.body, self.cut
+        return body[:cut], _LABEL_KEY + encode_canonical(self.label) + body[cut:]
 
     def encode(self, annotation_id: str) -> bytes:
         """The canonical encoding of the annotation with ``annotation_id`` as its id."""
-        body, cut = self.body, self.cut
-        return body[:cut] + encode_canonical(annotation_id) + _LABEL_KEY + encode_canonical(self.label) + body[cut:]
+        head, tail = self.split()
+        return head + encode_canonical(annotation_id) + tail
 
 
 _LABEL_KEY = encode_canonical("label")

@@ -8,8 +8,9 @@ its result back over a pipe as length-prefixed frames of canonical msgpack:
 
 * first, once the whole file is parsed and checked: ``["ok", labels]`` or
   ``["error", error class name, message, hint]``;
-* then frames of up to ``BATCH`` images: ``[[file_name, [[coco_id, label, body, cut], ...]],
-  ...]`` (``coco.EncodedAnnotation`` fields).
+* then frames of up to ``BATCH`` images: ``[[file_name, [[coco_id, head, tail], ...]],
+  ...]``, each annotation as ``coco.EncodedAnnotation.split`` gives it: all the parent
+  adds is the annotation id, which depends on the item's id.
 
 The parent calls ``poll`` between batches of files, so a malformed COCO file still fails
 the command early, and ``result`` at the end. Where ``fork`` is missing (or
@@ -34,7 +35,11 @@ BATCH = 1024
 
 
 class CocoReader:
-    """A COCO file being read in the background; ``result()`` gives the ``CocoImport``."""
+    """A COCO file being read in the background.
+
+    ``result()`` gives a ``CocoImport`` whose ``by_file`` maps each image's file name to its
+    annotations as ``[coco_id, head, tail]`` (``coco.EncodedAnnotation.split``).
+    """
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -43,7 +48,9 @@ class CocoReader:
         self._labels: list[str] | None = None
         self._done: coco.CocoImport | None = None
         if not hasattr(os, "fork") or os.environ.get("DVS_NO_FORK") == "1":
-            self._done = coco.load_coco(path, encoded=True)
+            imp = coco.load_coco(path, encoded=True)
+            self._done = coco.CocoImport(labels=imp.labels, by_file={
+                name: [[a.coco_id, *a.split()] for a in anns] for name, anns in imp.by_file.items()})
             return
         r, w = os.pipe()
         pid = os.fork()
@@ -79,10 +86,8 @@ class CocoReader:
                 self._status()
             assert self._pipe is not None and self._labels is not None
             by_file: dict[str, list[Any]] = {}
-            restore = coco.EncodedAnnotation.restore
             while (frame := _read_frame(self._pipe, self.path)) is not None:
-                for name, anns in frame:
-                    by_file[name] = [restore(*a) for a in anns]
+                by_file.update(frame)
             self.close()
             self._done = coco.CocoImport(labels=self._labels, by_file=by_file)
         return self._done
@@ -132,7 +137,7 @@ def _child(path: str, fd: int) -> None:
             _write_frame(out, ["ok", imp.labels])
             batch: list[Any] = []
             for name, anns in imp.by_file.items():
-                batch.append([name, [[a.coco_id, a.label, a.body, a.cut] for a in anns]])
+                batch.append([name, [[a.coco_id, *a.split()] for a in anns]])
                 if len(batch) == BATCH:
                     _write_frame(out, batch)
                     batch = []

@@ -24,7 +24,9 @@ def _doc(n: int) -> dict:
 
 
 def _flat(imp) -> tuple:  # type: ignore[no-untyped-def]
-    return imp.labels, {k: [(a.coco_id, a.label, a.encode("x")) for a in v] for k, v in imp.by_file.items()}
+    """Labels and, per file, each annotation as [coco_id, head, tail] (the reader's form)."""
+    return imp.labels, {k: [a if isinstance(a, list) else [a.coco_id, *a.split()] for a in v]
+                        for k, v in imp.by_file.items()}
 
 
 @pytest.mark.parametrize("poll_first", [False, True])
