@@ -94,6 +94,12 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+# Names made of ASCII letters, digits and "_-." (no component starting with "."): every rule
+# of _normalize_full holds for them and NFC leaves them as they are. Ingest checks every
+# file's name, so the common case is one regex match.
+_PLAIN = re.compile(r"/?[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,254}(?:/[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,254})*")
+
+
 def normalize_filename(name: str) -> str:
     """Return the canonical item filename ("/a/b.jpg") or raise InvalidNameError.
 
@@ -101,6 +107,12 @@ def normalize_filename(name: str) -> str:
     is ambiguous: "." or ".." components, empty components, backslashes, control characters,
     drive letters, over-long names, the store's reserved names. The result is NFC-normalised.
     """
+    if type(name) is str and len(name) < MAX_PATH_BYTES and _PLAIN.fullmatch(name):
+        return name if name[0] == "/" else "/" + name
+    return _normalize_full(name)
+
+
+def _normalize_full(name: str) -> str:
     if not isinstance(name, str):
         raise InvalidNameError(f"item name must be a string, got {type(name).__name__}")
     if name == "" or name == "/":
