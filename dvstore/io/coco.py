@@ -420,7 +420,6 @@ def _file_name(name: Any, where: str, at: str) -> str:
 def _annotation(ann: dict[str, Any], where: str, at: str) -> tuple[str, Any, dict[str, Any]]:
     """The stored form of a COCO annotation: (type, coordinates, the COCO record kept in
     ``metadata.system.coco``), each canonical."""
-    coco = {k: v for k, v in ann.items() if k != "image_id"}
     bbox = ann.get("bbox")
     if bbox is not None:
         _bbox(bbox, where, at)
@@ -431,15 +430,22 @@ def _annotation(ann: dict[str, Any], where: str, at: str) -> tuple[str, Any, dic
         ann_type, coordinates = "binary", _rle_to_png_uri(seg, where, at)
     elif seg is not None and _has_points(seg, where, at):
         ann_type, coordinates = "segment", _polygons(seg, where, at)
-        del coco["segmentation"]  # exactly in the coordinates
     elif bbox is not None:
         x, y, w, h = bbox
         ann_type = "box"
         coordinates = [{"x": x, "y": y, "z": 0}, {"x": x + w, "y": y + h, "z": 0}]
     else:
         raise ImportFormatError(f"{where}: {at}: has neither a bbox nor a segmentation")
-    # Canonical (maps in sorted key order, as built above) so that it is encoded as it is.
-    return ann_type, coordinates, sort_maps(coco)
+    # Canonical, so that it is encoded as it is: keys in order, and any map inside sorted
+    # too (this runs per annotation: only values that can hold a map are walked).
+    coco = dict(sorted(ann.items()))
+    del coco["image_id"]
+    if ann_type == "segment":
+        del coco["segmentation"]  # exactly in the coordinates
+    for k, v in coco.items():
+        if type(v) is dict or (type(v) is list and v and k != "bbox"):  # a bbox holds numbers (checked)
+            coco[k] = sort_maps(v)
+    return ann_type, coordinates, coco
 
 
 _NUMBER_TYPES = frozenset((int, float))
