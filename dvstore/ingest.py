@@ -1,23 +1,18 @@
 """Ingest: turning local files and folders (and their annotation files) into one version.
 
 It owns walking the user's paths (read only: user files are never moved or changed), the
-stat cache that lets an unchanged file skip hashing, and mapping COCO or Dataloop-JSON
-annotations onto items. The version itself is published by ``Editor.commit``.
-
-Stat cache (LMDB ``stat_cache``, derived data): real path -> [size, mtime_ns, inode,
-ctime_ns, verified_ns, blob, mimetype, system]. An entry is trusted only when the file's
-mtime is older than ``verified_ns - RACY_NS``: a file changed after it was hashed then has
-a newer mtime even on a coarse filesystem clock (git's "racily clean" rule).
+loop that records every file as an item (skipping the read of a file the stat cache,
+``statcache``, knows unchanged), and mapping COCO or Dataloop-JSON annotations onto items.
+Small files are read, hashed and stored by ``storer`` (a helper process), large ones copied
+by ``_Copier`` (two threads); the version itself is published by ``Editor.commit``.
 """
 
 from __future__ import annotations
 
 import collections
 import os
-import queue
 import stat as statmod
 import sys
-import threading
 import time
 from array import array
 from collections.abc import Callable, Iterator
@@ -25,20 +20,16 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from dvstore import codec, recipes, tree
+from dvstore import codec, recipes, storer, tree
 from dvstore.edit import Editor
-from dvstore.errors import CorruptObjectError, ImportFormatError, InvalidNameError, UsageError
+from dvstore.errors import ImportFormatError, InvalidNameError, UsageError
 from dvstore.hashing import Digest, hash_bytes
 from dvstore.io import imageinfo
 from dvstore.model import normalize_dir, normalize_filename
-from dvstore.repo import Repository
+from dvstore.statcache import cache_hit, cache_key, lookup_stat, stat_entry
 from dvstore.storage.blobs import SMALL_MAX
 from dvstore.storage.db import WriteTxn
 
-RACY_NS = 20_000_000
-READ_AHEAD = 64
-CHUNK_FILES = 64
-CHUNK_BYTES = 256 * 1024
 WINDOW = 16384
 PROGRESS_EVERY = 512
 FLUSH_BYTES = 16 * 1024 * 1024
@@ -154,52 +145,12 @@ def _walk_dir(root: str) -> Iterator[str]:
                 yield r
 
 
-def _cache_key(path: str) -> bytes:
-    # ``walk`` yields absolute paths; realpath would cost a syscall per component.
-    return os.fsencode(path)
-
-
-def lookup_stat(repo: Repository, keys: list[bytes], *, require_blob: bool = True) -> dict[bytes, list[Any]]:
-    """Read stat-cache entries for many paths in one transaction.
-
-    With ``require_blob``, entries whose blob is no longer in the store (collected by gc) are
-    left out; a working folder's status compares hashes only and does not need the blob.
-    """
-    def fn(t: Any) -> dict[bytes, list[Any]]:
-        out = {}
-        for k in keys:
-            v = t.get("stat_cache", k)
-            if v is not None:
-                try:
-                    rec = codec.decode(v)
-                except CorruptObjectError:
-                    continue
-                if isinstance(rec, list) and len(rec) == 8 and type(rec[5]) is bytes:
-                    if (not require_blob or t.exists("blobs", rec[5])
-                            or os.path.exists(repo.blobs.path_for(rec[5]))):
-                        out[k] = rec
-        return out
-    return repo.db.read(fn)
-
-
-def cache_hit(rec: list[Any] | None, st: os.stat_result) -> bool:
-    if rec is None:
-        return False
-    size, mtime, ino, ctime, verified = rec[:5]
-    return bool(size == st.st_size and mtime == st.st_mtime_ns and ino == st.st_ino and ctime == st.st_ctime_ns
-            and st.st_mtime_ns < verified - RACY_NS)
-
-
-def stat_entry(st: os.stat_result, verified_ns: int, blob: bytes, mimetype: str, system: dict[str, Any]) -> bytes:
-    return codec.encode_canonical([st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns, verified_ns, blob,
-                                   mimetype, codec.canonical(system)])
-
-
 def ingest(editor: Editor, paths: list[str], *, to: str = "/", annotations: str | None = None,
            fmt: str | None = None, progress: Progress | None = None) -> IngestStats:
     """Add files and folders (and annotations) to the editor's pending version."""
-    files = walk(paths, to)
-    with _Annotations(annotations, fmt, to) as source:
+    with _Annotations(annotations, fmt, to) as source:  # a COCO file is being read from now on
+        files = walk(paths, to)
+        source.load()  # a Dataloop json/ folder, once the paths are known good
         return _ingest(editor, files, source, progress)
 
 
@@ -207,58 +158,45 @@ def _ingest(editor: Editor, files: Files, source: _Annotations, progress: Progre
     stats = IngestStats()
     if len(files) * 4 >= tree.count(editor.objects, editor.base.layers["items"] or tree.EMPTY):
         editor.prefetch()
-    new_cache: dict[bytes, bytes] = {}
+    new_cache: dict[bytes, bytes] = {}  # rows of large files: they ride with the version
     blobs = editor.repo.blobs
-    db = editor.repo.db
     total = len(files)
-
-    def flush(t: WriteTxn) -> None:
-        # Stat-cache rows ride with the blobs they name (lookup_stat ignores a row whose blob
-        # is gone), so neither waits in memory for the version.
-        blobs.write_pending(t)
-        for k, v in new_cache.items():
-            t.put("stat_cache", k, v)
-
-    for lo in range(0, total, WINDOW):
-        # A window at a time: stat results are not kept for the whole walk.
-        source.poll()  # a bad annotation file fails the command now, not after every file
-        window = files.window(lo, lo + WINDOW)
-        sts: list[os.stat_result] = []
-        for local, _ in window:
-            try:
-                sts.append(os.stat(local))
-            except OSError as e:
-                raise UsageError(f"cannot read {local}: {e.strerror}") from None
-        wkeys = [_cache_key(local) for local, _ in window]
-        cache = lookup_stat(editor.repo, wkeys)
-        hits = [rec if cache_hit(rec := cache.get(key), st) else None for key, st in zip(wkeys, sts)]
-        misses = [(local, st) for (local, _), st, hit in zip(window, sts, hits) if hit is None]
-        # One reader thread runs ahead (file reads and blake3 release the GIL); more threads
-        # only fight over the GIL for their Python bits (measured: 1 thread 0.19 s, 4 threads
-        # 1.4 s for 20,000 small files).
-        with _Reader([m for m in misses if m[1].st_size <= SMALL_MAX]) as reads, \
-                _Copier(blobs, [m for m in misses if m[1].st_size > SMALL_MAX]) as copies:
-            for i, ((local, fn), key, st, hit) in enumerate(zip(window, wkeys, sts, hits), lo + 1):
-                if hit is not None:
-                    blob, size, mimetype, system = Digest(hit[5]), st.st_size, hit[6], hit[7]
-                    stats.cached += 1
-                else:
-                    blob, size, mimetype, system = _store_read(editor, local, st, reads, copies)
-                    stats.hashed += 1
-                    new_cache[key] = stat_entry(st, time.time_ns(), blob, mimetype, system)
-                editor.put_blob_item(fn, blob, size, mimetype, system, normalized=True)
-                stats.files += 1
-                stats.bytes += size
-                if blobs.pending_size() >= FLUSH_BYTES:
-                    # Unreferenced blobs are harmless (gc collects them): bound memory by
-                    # writing small blobs ahead of the version in their own transactions.
-                    # (On a helper thread it measured no faster: the puts hold the GIL.)
-                    db.ensure_room(blobs.pending_size() + len(new_cache) * 256)
-                    db.write(flush)
-                    blobs.committed()
-                    new_cache.clear()
-                if progress is not None and (i % PROGRESS_EVERY == 0 or i == total):
-                    progress(i, total)
+    with storer.start(editor.repo) as small:
+        for lo in range(0, total, WINDOW):
+            # A window at a time: stat results are not kept for the whole walk.
+            source.poll()  # a bad annotation file fails the command now, not after every file
+            window = files.window(lo, lo + WINDOW)
+            sts: list[os.stat_result] = []
+            for local, _ in window:
+                try:
+                    sts.append(os.stat(local))
+                except OSError as e:
+                    raise UsageError(f"cannot read {local}: {e.strerror}") from None
+            wkeys = [cache_key(local) for local, _ in window]
+            cache = lookup_stat(editor.repo, wkeys)
+            hits = [rec if cache_hit(rec := cache.get(key), st) else None for key, st in zip(wkeys, sts)]
+            misses = [(local, st) for (local, _), st, hit in zip(window, sts, hits) if hit is None]
+            # Small files go to the storer (a helper process that reads, hashes and stores
+            # them ahead of this loop), large ones to the copier's threads.
+            small.submit([local for local, st in misses if st.st_size <= SMALL_MAX])
+            with _Copier(blobs, [m for m in misses if m[1].st_size > SMALL_MAX]) as copies:
+                for i, ((local, fn), key, st, hit) in enumerate(zip(window, wkeys, sts, hits), lo + 1):
+                    if hit is not None:
+                        blob, size, mimetype, system = Digest(hit[5]), st.st_size, hit[6], hit[7]
+                        stats.cached += 1
+                    elif st.st_size <= SMALL_MAX:
+                        blob, size, mimetype, system = small.next()
+                        stats.hashed += 1
+                    else:
+                        blob, size, mimetype, system = _copied(local, st, copies)
+                        stats.hashed += 1
+                        new_cache[key] = stat_entry(st, time.time_ns(), blob, mimetype, system)
+                    editor.put_blob_item(fn, blob, size, mimetype, system, normalized=True)
+                    stats.files += 1
+                    stats.bytes += size
+                    if progress is not None and (i % PROGRESS_EVERY == 0 or i == total):
+                        progress(i, total)
+        small.finish()  # every small blob durable before the version can name it
     ann_by_file, labels, extras, encoded = source.result()
     _apply_annotations(editor, ann_by_file, extras, stats, files.names, encoded=encoded)
     if labels:
@@ -273,64 +211,6 @@ def _ingest(editor: Editor, files: Files, source: _Annotations, progress: Progre
 
     editor.extra_txn.append(write_cache)
     return stats
-
-
-class _Reader:
-    """Reads and hashes small files on one thread, running up to READ_AHEAD chunks ahead.
-
-    Results travel in chunks of CHUNK_FILES files or CHUNK_BYTES bytes: a queue hand-off
-    per file costs more than reading the file. Read-ahead is bounded by READ_AHEAD chunks
-    (at most READ_AHEAD x (CHUNK_BYTES + SMALL_MAX) bytes, 32 MiB) so that the reader keeps
-    going while the consumer flushes a 16 MiB batch of blobs.
-    """
-
-    def __init__(self, files: list[tuple[str, os.stat_result]]) -> None:
-        self.files = files
-        self.queue: queue.Queue[list[tuple[Digest, bytes]] | BaseException] = queue.Queue(READ_AHEAD)
-        self.stop = False
-        self.thread = threading.Thread(target=self._run, name="dvs-reader", daemon=True)
-        self._chunk: list[tuple[Digest, bytes]] = []
-        self._pos = 0
-
-    def __enter__(self) -> _Reader:
-        if self.files:
-            self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop = True
-        while self.thread.is_alive():  # unblock a reader waiting on a full queue
-            try:
-                self.queue.get_nowait()
-            except queue.Empty:
-                self.thread.join(0.01)
-
-    def _run(self) -> None:
-        chunk: list[tuple[Digest, bytes]] = []
-        size = 0
-        for local, st in self.files:
-            if self.stop:
-                return
-            try:
-                chunk.append(_read_small(local, st))
-            except BaseException as e:  # handed to the consumer, raised there
-                self.queue.put(e)
-                return
-            size += st.st_size
-            if len(chunk) == CHUNK_FILES or size >= CHUNK_BYTES:
-                self.queue.put(chunk)
-                chunk, size = [], 0
-        if chunk:
-            self.queue.put(chunk)
-
-    def next(self) -> tuple[Digest, bytes]:
-        if self._pos == len(self._chunk):
-            got = self.queue.get()
-            if isinstance(got, BaseException):
-                raise got
-            self._chunk, self._pos = got, 0
-        self._pos += 1
-        return self._chunk[self._pos - 1]
 
 
 class _Copier:
@@ -374,49 +254,14 @@ class _Copier:
         return blob, head[0] if head else b""
 
 
-def _read_small(local: str, st: os.stat_result) -> tuple[Digest, bytes]:
-    """Read and hash a small file (on the reader thread)."""
+def _copied(local: str, st: os.stat_result, copies: _Copier) -> tuple[Digest, int, str, dict[str, Any]]:
+    """The next large file, as the copier stored it: (blob, size, mimetype, system)."""
     try:
-        fd = os.open(local, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            # Exact size (+1 to see growth): os.read(fd, 1 MiB) would allocate 1 MiB per file.
-            data = os.read(fd, st.st_size + 1)
-            if len(data) > st.st_size:
-                data += _read_rest(fd)
-        finally:
-            os.close(fd)
-    except OSError as e:
+        blob, head = copies.next()
+    except (PermissionError, FileNotFoundError, IsADirectoryError) as e:
         raise UsageError(f"cannot read {local}: {e.strerror}") from None
-    return hash_bytes(data), data
-
-
-def _read_rest(fd: int) -> bytes:
-    parts = []
-    while chunk := os.read(fd, 1 << 20):
-        parts.append(chunk)
-    return b"".join(parts)
-
-
-def _store_read(editor: Editor, local: str, st: os.stat_result, reads: _Reader,
-                copies: _Copier) -> tuple[Digest, int, str, dict[str, Any]]:
-    """Store one file's bytes; return (blob, size, mimetype, intrinsic system metadata)."""
-    blobs = editor.repo.blobs
-    if st.st_size <= SMALL_MAX:
-        blob, data = reads.next()
-        size = len(data)  # what was read, should the file have changed since the stat
-        if len(data) > SMALL_MAX:  # grew since the stat: store what was read, as a file
-            blob = blobs.add_bytes(data)
-        else:
-            blobs.stage_small(blob, data)  # a blob already stored is not written again
-        head = data[: imageinfo.HEAD_BYTES]
-    else:
-        try:
-            blob, head = copies.next()
-            size = st.st_size
-        except (PermissionError, FileNotFoundError, IsADirectoryError) as e:
-            raise UsageError(f"cannot read {local}: {e.strerror}") from None
     mimetype, system = imageinfo.sniff(head, local)
-    return blob, size, mimetype, system
+    return blob, st.st_size, mimetype, system
 
 
 class _Annotations:
@@ -429,16 +274,18 @@ class _Annotations:
         self.prefix = "" if base == "/" else base
         self.reader: Any = None
         self.loaded: tuple[dict[str, list[Any]], list[str], dict[str, dict[str, Any]], bool] = ({}, [], {}, False)
-        if annotations is None:
-            return
-        if fmt is None:
+        if annotations is not None and fmt is None:
             fmt = "dataloop" if os.path.isdir(annotations) else "coco"
-        if fmt == "coco":
+        self.fmt = fmt
+        if annotations is not None and fmt == "coco":
             from dvstore.io.coco_child import CocoReader
 
             self.reader = CocoReader(annotations)
-        else:
-            self.loaded = _load_annotations(annotations, fmt, self.prefix)
+
+    def load(self) -> None:
+        """Read annotations that are not read in the background (a Dataloop json/ folder)."""
+        if self.path is not None and self.fmt != "coco":
+            self.loaded = _load_annotations(self.path, self.fmt or "dataloop", self.prefix)
 
     def __enter__(self) -> _Annotations:
         return self

@@ -14,7 +14,7 @@ symlink), reading the folder back, and turning what changed into Editor calls. I
 order (``Editor.commit`` / ``Repository.publish`` own it) or trust a name it did not check.
 
 Fast status: every file checkout or commit writes, and every file status had to read, is
-recorded in the store's stat cache (``ingest.stat_entry``; key = the file's real path). An
+recorded in the store's stat cache (``statcache``; key = the file's real path). An
 item file whose stat matches a trusted entry naming the item's blob is unchanged without
 being read. A json file's entry carries ``{"itemJson": K}`` in its ``system`` slot, where K
 hashes the item's four layer records (``_json_key``): the file is unchanged, unread, when K
@@ -58,7 +58,7 @@ from dvstore.errors import (
     UsageError,
 )
 from dvstore.hashing import Digest, hash_bytes, short
-from dvstore.ingest import RACY_NS, Progress, cache_hit, lookup_stat, stat_entry
+from dvstore.ingest import Progress
 from dvstore.io import dataloop, imageinfo
 from dvstore.model import Commit, normalize_filename, now_iso
 from dvstore.repo import ANNSET, DatasetRecord, Repository, path_key
@@ -74,6 +74,7 @@ from dvstore.safefs import (
     walk_files,
     write_file,
 )
+from dvstore.statcache import RACY_NS, cache_hit, lookup_stat, stat_entry
 from dvstore.storage.blobs import SMALL_MAX, storage_error
 from dvstore.views import item_json
 

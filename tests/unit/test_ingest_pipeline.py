@@ -1,16 +1,15 @@
-"""The ingest pipeline's moving parts: the read-ahead thread, large-blob copies, early flushes."""
+"""The ingest pipeline's moving parts: the storer processes, large-blob copies, early flushes."""
 
 from __future__ import annotations
 
 import errno
 import os
-import threading
 from pathlib import Path
 
 import pytest
 from blake3 import blake3
 
-from dvstore import ingest
+from dvstore import ingest, statcache, storer
 from dvstore.api import Store
 from dvstore.errors import StorageError, UsageError
 from dvstore.storage import blobs as blobs_mod
@@ -26,45 +25,86 @@ def _files(root: Path, n: int) -> list[tuple[str, os.stat_result]]:
     return out
 
 
-def test_reader_returns_every_file_in_order(tmp_path: Path) -> None:
-    files = _files(tmp_path, 300)  # several hand-off chunks
-    with ingest._Reader(files) as r:
-        got = [r.next() for _ in files]
-    for (path, _), (digest, data) in zip(files, got):
-        assert data == Path(path).read_bytes()
-        assert digest == blake3(data).digest()
+@pytest.fixture(params=["forked", "inline"])
+def make_storer(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """The storer as ``dvs add`` starts it: two child processes, or (DVS_NO_FORK=1) inline."""
+    if request.param == "inline":
+        monkeypatch.setenv("DVS_NO_FORK", "1")
+    return storer.start
 
 
-def test_reader_reports_a_vanished_file_no_later_than_its_turn(tmp_path: Path) -> None:
-    files = _files(tmp_path, 200)
+def test_storer_returns_every_file_in_order_and_stores_it(tmp_path: Path, make_storer) -> None:  # type: ignore[no-untyped-def]
+    files = _files(tmp_path / "src", 300)  # several chunks per child
+    store = Store.init(str(tmp_path / "store"))
+    paths = [p for p, _ in files]
+    with make_storer(store.repo) as s:
+        got = []
+        for window in (paths[:130], paths[130:]):  # as ingest asks: a window at a time
+            s.submit(window)
+            got += [s.next() for _ in window]
+        s.finish()
+    rows = statcache.lookup_stat(store.repo, [os.fsencode(p) for p in paths])
+    for path, (blob, size, mimetype, system) in zip(paths, got):
+        data = Path(path).read_bytes()
+        assert blob == blake3(data).digest() and size == len(data)
+        assert (mimetype, system) == ("application/octet-stream", {})
+        assert store.repo.blobs.read(blob) == data  # committed by the time finish returned
+        assert rows[os.fsencode(path)][5] == blob  # and its stat-cache row with it
+
+
+def test_storer_reports_a_vanished_file_no_later_than_its_turn(tmp_path: Path, make_storer) -> None:  # type: ignore[no-untyped-def]
+    files = _files(tmp_path / "src", 200)
     os.unlink(files[150][0])
+    store = Store.init(str(tmp_path / "store"))
     got = 0
     with pytest.raises(UsageError, match="cannot read .*f0150.bin"):
-        with ingest._Reader(files) as r:
+        with make_storer(store.repo) as s:
+            s.submit([p for p, _ in files])
             for _ in files:
-                r.next()
+                s.next()
                 got += 1
-    assert got <= 150  # results before the failing chunk were delivered, none after it
+    assert got <= 150  # results before the failing file were delivered, none after it
 
 
-def test_reader_stops_when_the_consumer_gives_up(tmp_path: Path) -> None:
-    files = _files(tmp_path, 2000)  # far more than the read-ahead holds
-    before = threading.active_count()
+def test_storer_children_are_gone_when_the_consumer_gives_up(tmp_path: Path) -> None:
+    files = _files(tmp_path / "src", 2000)  # far more than a pipe holds
+    store = Store.init(str(tmp_path / "store"))
     with pytest.raises(RuntimeError):
-        with ingest._Reader(files) as r:
-            r.next()
+        with storer.start(store.repo) as s:
+            pids = [c._child.pid for c in s._pair]
+            s.submit([p for p, _ in files])
+            s.next()
             raise RuntimeError("consumer failed")
-    assert threading.active_count() == before  # the reader thread was not left blocked
+    for pid in pids:
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, 0)  # reaped, not left blocked on a full pipe
 
 
-def test_reader_sees_a_file_that_grew_after_the_stat(tmp_path: Path) -> None:
-    [(path, st)] = _files(tmp_path, 1)
-    with open(path, "ab") as f:
-        f.write(b"x" * 100_000)
-    with ingest._Reader([(path, st)]) as r:
-        digest, data = r.next()
-    assert data == Path(path).read_bytes() and len(data) > st.st_size
-    assert digest == blake3(data).digest()
+def test_a_storer_that_dies_fails_the_add_with_one_clear_error(tmp_path: Path) -> None:
+    import signal
+
+    files = _files(tmp_path / "src", 300)
+    store = Store.init(str(tmp_path / "store"))
+    with storer.start(store.repo) as s:
+        s.submit([p for p, _ in files])
+        os.kill(s._pair[1]._child.pid, signal.SIGKILL)
+        with pytest.raises(StorageError, match="stopped without an answer"):
+            for _ in files:
+                s.next()
+
+
+def test_storer_stores_a_file_that_grew_past_small_as_a_file_blob(tmp_path: Path, make_storer) -> None:  # type: ignore[no-untyped-def]
+    [(path, st)] = _files(tmp_path / "src", 1)
+    with open(path, "ab") as f:  # grew after ingest's stat said "small"
+        f.write(b"x" * (blobs_mod.SMALL_MAX + 10))
+    store = Store.init(str(tmp_path / "store"))
+    with make_storer(store.repo) as s:
+        s.submit([path])
+        blob, size, _, _ = s.next()
+        s.finish()
+    data = Path(path).read_bytes()
+    assert size == len(data) > st.st_size and blob == blake3(data).digest()
+    assert os.path.exists(store.repo.blobs.path_for(blob))  # a blob file, not an LMDB value
 
 
 def _big(tmp_path: Path, name: str = "big.bin", size: int = 3 * 1024 * 1024 + 17) -> Path:
@@ -131,25 +171,19 @@ def test_failed_fsync_of_a_large_blob_fails_the_version(tmp_path: Path, monkeypa
     assert store.datasets.get("ds").items.get("/big.bin").read() == src.read_bytes()
 
 
-def test_long_ingest_flushes_blobs_and_stat_rows_early(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ingest, "FLUSH_BYTES", 4096)
+def test_long_ingest_flushes_blobs_and_stat_rows_early(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       make_storer) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(storer, "FLUSH_BYTES", 4096)  # forked storers inherit it
     monkeypatch.setattr(ingest, "WINDOW", 64)
     files = _files(tmp_path / "src", 500)
     store = Store.init(str(tmp_path / "store"))
     ds = store.datasets.create("ds")
-    writes = []
-    real_write = store.repo.db.write
-
-    def counting_write(fn, **kw):  # type: ignore[no-untyped-def]
-        writes.append(fn)
-        return real_write(fn, **kw)
-
-    monkeypatch.setattr(store.repo.db, "write", counting_write)
+    before = store.repo.db.env.info()["last_txnid"]  # counts the children's transactions too
     with ds.edit("add") as e:
         stats = ingest.ingest(e, [str(tmp_path / "src")])
     assert stats.files == 500 and stats.hashed == 500
-    assert len(writes) > 10  # flushed along the way, not in one final transaction
-    rows = ingest.lookup_stat(store.repo, [os.fsencode(p) for p, _ in files])
+    assert store.repo.db.env.info()["last_txnid"] - before > 10  # flushed along the way, not at the end
+    rows = statcache.lookup_stat(store.repo, [os.fsencode(p) for p, _ in files])
     assert len(rows) == 500
     for p, _ in files:
         name = "/" + os.path.basename(p)

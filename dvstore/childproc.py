@@ -1,0 +1,116 @@
+"""Forked helper processes: starting one, the frames it exchanges with its parent, stopping it.
+
+``dvs add`` runs two CPU-bound jobs beside its main loop: reading the COCO file
+(``io.coco_child``) and reading, hashing and storing the small files (``storer``). Python
+threads would take turns on one interpreter lock, so each runs in a process made with
+``fork`` (nothing to pickle, nothing to import again).
+
+Frames are length-prefixed canonical msgpack. A child reports a failure as
+``["error", error class name, message, hint]``; ``raise_error`` raises it in the parent as
+the same ``DvsError`` subclass. A child never returns into the parent's code: it leaves
+with ``os._exit``, so no ``atexit`` handler, finaliser or buffered output of the parent runs
+twice.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import struct
+from collections.abc import Callable
+from typing import Any, BinaryIO, NoReturn
+
+from dvstore import codec, errors
+from dvstore.errors import DvsError
+
+_LEN = struct.Struct(">I")
+MAX_FRAME = 1 << 30
+PIPE_BUFFER = 1 << 20
+
+
+def can_fork() -> bool:
+    """Whether helper processes are used: ``fork`` exists and ``DVS_NO_FORK`` is not ``1``."""
+    return hasattr(os, "fork") and os.environ.get("DVS_NO_FORK") != "1"
+
+
+class Child:
+    """A forked process running ``target(inp, out)``: ``inp`` reads what the parent sends
+    (None for a child that needs nothing), ``out`` writes what the parent reads."""
+
+    def __init__(self, target: Callable[[BinaryIO | None, BinaryIO], None], *, talk_back: bool = False) -> None:
+        r, w = os.pipe()
+        r2, w2 = os.pipe() if talk_back else (-1, -1)
+        pid = os.fork()
+        if pid == 0:  # the child: never returns
+            os.close(r)
+            if talk_back:
+                os.close(w2)
+            _run(target, r2, w)
+        os.close(w)
+        if talk_back:
+            os.close(r2)
+        self.pid = pid
+        self.out: BinaryIO | None = os.fdopen(r, "rb", buffering=PIPE_BUFFER)  # from the child
+        self.inp: BinaryIO | None = os.fdopen(w2, "wb", buffering=PIPE_BUFFER) if talk_back else None
+
+    def close(self) -> None:
+        """Stop the child if it still runs, and reap it."""
+        for f in (self.inp, self.out):
+            if f is not None:
+                try:
+                    f.close()
+                except OSError:  # a child gone before reading what was buffered for it
+                    pass
+        self.inp = self.out = None
+        if self.pid:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            os.waitpid(self.pid, 0)
+            self.pid = 0
+
+
+def _run(target: Callable[[BinaryIO | None, BinaryIO], None], r: int, w: int) -> NoReturn:
+    code = 0
+    try:
+        with os.fdopen(w, "wb", buffering=PIPE_BUFFER) as out:
+            inp = os.fdopen(r, "rb", buffering=PIPE_BUFFER) if r >= 0 else None
+            try:
+                target(inp, out)
+            except DvsError as e:
+                write_frame(out, ["error", type(e).__name__, e.message, e.hint])
+            except (MemoryError, RecursionError) as e:
+                write_frame(out, ["error", "StorageError", f"a helper process failed: {type(e).__name__}", None])
+    except BaseException:  # the parent went away (EPIPE) or a signal: nobody to tell
+        code = 1
+    finally:
+        os._exit(code)
+
+
+def write_frame(out: BinaryIO, value: Any) -> None:
+    data = codec.encode_canonical(value)
+    out.write(_LEN.pack(len(data)))
+    out.write(data)
+
+
+def read_frame(pipe: BinaryIO, cut_short: Callable[[], DvsError]) -> Any:
+    """The next frame, or None at the end of the pipe; ``cut_short()`` is raised for a
+    frame that ends early."""
+    head = pipe.read(_LEN.size)
+    if not head:
+        return None
+    (n,) = _LEN.unpack(head) if len(head) == _LEN.size else (-1,)
+    data = pipe.read(n) if 0 <= n <= MAX_FRAME else b""
+    if len(data) != n:
+        raise cut_short()
+    return codec.decode(data, max_len=1 << 31)
+
+
+def raise_error(frame: list[Any], default: type[DvsError]) -> NoReturn:
+    """Raise the error a child reported (``["error", class name, message, hint]``)."""
+    _, name, message, hint = frame
+    cls = getattr(errors, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, DvsError)):
+        cls = default
+    raise cls(message, hint=hint)
