@@ -15,6 +15,7 @@ twice.
 from __future__ import annotations
 
 import os
+import select
 import signal
 import struct
 from collections.abc import Callable
@@ -50,8 +51,17 @@ class Child:
         if talk_back:
             os.close(r2)
         self.pid = pid
-        self.out: BinaryIO | None = os.fdopen(r, "rb", buffering=PIPE_BUFFER)  # from the child
+        # Unbuffered: ``ready`` asks the pipe itself whether the child has said more.
+        self.out: BinaryIO | None = os.fdopen(r, "rb", buffering=0)  # from the child
         self.inp: BinaryIO | None = os.fdopen(w2, "wb", buffering=PIPE_BUFFER) if talk_back else None
+
+    def ready(self) -> bool:
+        """Has the child written something not read yet (or closed its end)?"""
+        if self.out is None:
+            return True
+        poller = select.poll()  # not select(): descriptors past 1024 are fine
+        poller.register(self.out.fileno(), select.POLLIN | select.POLLHUP)
+        return bool(poller.poll(0))
 
     def close(self) -> None:
         """Stop the child if it still runs, and reap it."""
@@ -97,14 +107,23 @@ def write_frame(out: BinaryIO, value: Any) -> None:
 def read_frame(pipe: BinaryIO, cut_short: Callable[[], DvsError]) -> Any:
     """The next frame, or None at the end of the pipe; ``cut_short()`` is raised for a
     frame that ends early."""
-    head = pipe.read(_LEN.size)
+    head = _read_exact(pipe, _LEN.size)
     if not head:
         return None
     (n,) = _LEN.unpack(head) if len(head) == _LEN.size else (-1,)
-    data = pipe.read(n) if 0 <= n <= MAX_FRAME else b""
+    data = _read_exact(pipe, n) if 0 <= n <= MAX_FRAME else b""
     if len(data) != n:
         raise cut_short()
     return codec.decode(data, max_len=1 << 31)
+
+
+def _read_exact(pipe: BinaryIO, n: int) -> bytes:
+    """``n`` bytes, or fewer at the end of the pipe (a pipe gives what it holds per read)."""
+    parts = []
+    while n > 0 and (chunk := pipe.read(n)):
+        parts.append(chunk)
+        n -= len(chunk)
+    return b"".join(parts)
 
 
 def raise_error(frame: list[Any], default: type[DvsError]) -> NoReturn:

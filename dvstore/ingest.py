@@ -32,6 +32,7 @@ from dvstore.storage.db import WriteTxn
 
 WINDOW = 16384
 PROGRESS_EVERY = 512
+APPLY_STEP = 16  # annotation keys per slice of work while the storers are busy (_Applier.step)
 FLUSH_BYTES = 16 * 1024 * 1024
 
 Progress = Callable[[int, int], None]
@@ -161,7 +162,9 @@ def _ingest(editor: Editor, files: Files, source: _Annotations, progress: Progre
     new_cache: dict[bytes, bytes] = {}  # rows of large files: they ride with the version
     blobs = editor.repo.blobs
     total = len(files)
-    with storer.start(editor.repo) as small:
+    applier = _Applier(editor, source, stats, files.names)
+    prev = ""  # the last name recorded
+    with storer.start(editor.repo) as small, editor.repo.objects.writing_ahead(FLUSH_BYTES):
         for lo in range(0, total, WINDOW):
             # A window at a time: stat results are not kept for the whole walk.
             source.poll()  # a bad annotation file fails the command now, not after every file
@@ -185,6 +188,8 @@ def _ingest(editor: Editor, files: Files, source: _Annotations, progress: Progre
                         blob, size, mimetype, system = Digest(hit[5]), st.st_size, hit[6], hit[7]
                         stats.cached += 1
                     elif st.st_size <= SMALL_MAX:
+                        while not small.ready() and applier.step(prev):
+                            pass  # annotation work instead of waiting for the storers
                         blob, size, mimetype, system = small.next()
                         stats.hashed += 1
                     else:
@@ -192,18 +197,13 @@ def _ingest(editor: Editor, files: Files, source: _Annotations, progress: Progre
                         stats.hashed += 1
                         new_cache[key] = stat_entry(st, time.time_ns(), blob, mimetype, system)
                     editor.put_blob_item(fn, blob, size, mimetype, system, normalized=True)
+                    prev = fn
                     stats.files += 1
                     stats.bytes += size
                     if progress is not None and (i % PROGRESS_EVERY == 0 or i == total):
                         progress(i, total)
         small.finish()  # every small blob durable before the version can name it
-    ann_by_file, labels, extras, encoded = source.result()
-    _apply_annotations(editor, ann_by_file, extras, stats, files.names, encoded=encoded)
-    if labels:
-        cur = editor.recipe or editor.repo.recipe(editor.base.recipe)
-        new = recipes.add_labels(cur, labels)
-        if new != cur:
-            editor.set_recipe(new)
+    applier.finish()
 
     def write_cache(t: WriteTxn) -> None:
         for k, v in new_cache.items():
@@ -264,6 +264,61 @@ def _copied(local: str, st: os.stat_result, copies: _Copier) -> tuple[Digest, in
     return blob, st.st_size, mimetype, system
 
 
+class _Applier:
+    """Sets the annotations of the added items, starting while the files are still recorded.
+
+    The main loop mostly waits for the storers; once the annotation file's result is in, it
+    spends those waits here, a slice at a time, on the annotations of the items recorded so
+    far (names come in sorted order, and so do the annotations' keys). What is left, and any key that
+    names no item yet (a Dataloop stem match, or no item at all), is done by ``finish``.
+    """
+
+    def __init__(self, editor: Editor, source: _Annotations, stats: IngestStats, names: list[str]) -> None:
+        self.editor, self.source, self.stats, self.names = editor, source, stats, names
+        self.by_file: dict[str, list[Any]] | None = None
+        self.extras: dict[str, dict[str, Any]] = {}
+        self.labels: list[str] = []
+        self.encoded = False
+        self.keys: list[str] = []
+        self.pos = 0
+
+    def _take(self) -> None:
+        self.by_file, self.labels, self.extras, self.encoded = self.source.result()
+        self.keys = sorted(self.by_file)
+
+    def step(self, upto: str) -> bool:
+        """Apply the annotations of a few items named ``upto`` or before; False: none to do."""
+        if self.by_file is None:
+            if not self.source.ready():
+                return False
+            self._take()
+        by_file, keys = self.by_file, self.keys
+        assert by_file is not None
+        end = min(self.pos + APPLY_STEP, len(keys))
+        if self.pos == end or keys[self.pos] > upto:
+            return False
+        while self.pos < end and keys[self.pos] <= upto:
+            key = keys[self.pos]
+            self.pos += 1
+            iid = self.editor.item_id(key, normalized=True)
+            if iid is not None:  # else: left for finish, which knows every added name
+                _apply_one(self.editor, key, by_file, self.extras, {}, self.stats, self.encoded, iid=iid)
+        return True
+
+    def finish(self) -> None:
+        """Apply what is left, and add the annotation file's labels to the recipe."""
+        if self.by_file is None:
+            self._take()
+        assert self.by_file is not None
+        _apply_annotations(self.editor, self.by_file, self.extras, self.stats, self.names, encoded=self.encoded)
+        if self.labels:
+            editor = self.editor
+            cur = editor.recipe or editor.repo.recipe(editor.base.recipe)
+            new = recipes.add_labels(cur, self.labels)
+            if new != cur:
+                editor.set_recipe(new)
+
+
 class _Annotations:
     """The annotation file of an ``add``: a COCO file is read by a child process while the
     files are stored (``coco_child``), a Dataloop json/ folder at once."""
@@ -297,6 +352,13 @@ class _Annotations:
     def poll(self) -> None:
         if self.reader is not None:
             self.reader.poll()
+
+    def ready(self) -> bool:
+        """Can ``result`` answer without waiting? (Polls a COCO reader.)"""
+        if self.reader is None:
+            return True
+        self.reader.poll()
+        return bool(self.reader.ready)
 
     def result(self) -> tuple[dict[str, list[Any]], list[str], dict[str, dict[str, Any]], bool]:
         """({item filename: annotations}, labels for the recipe, {filename: Dataloop extras},
@@ -364,10 +426,12 @@ def _apply_annotations(editor: Editor, by_file: dict[str, list[Any]],
 
 def _apply_one(editor: Editor, key: str, by_file: dict[str, list[Any]],
                extras: dict[str, dict[str, Any]], stems: dict[str, list[str]], stats: IngestStats,
-               encoded: bool) -> None:
-    """Set the annotations (and Dataloop extras) from ``by_file[key]`` on the item they name."""
+               encoded: bool, *, iid: bytes | None = None) -> None:
+    """Set the annotations (and Dataloop extras) from ``by_file[key]`` on the item they name
+    (``iid``, when the caller looked it up already)."""
     fn = key
-    iid = editor.item_id(fn, normalized=True)
+    if iid is None:
+        iid = editor.item_id(fn, normalized=True)
     if iid is None and len(stems.get(key, [])) == 1:
         fn = stems[key][0]
         iid = editor.item_id(fn, normalized=True)

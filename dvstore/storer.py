@@ -123,6 +123,9 @@ class Inline:
         """Queue files to store; ``next`` gives their results in this order."""
         self._todo, self._pos = self._todo[self._pos:] + paths, 0
 
+    def ready(self) -> bool:
+        return True  # the work is done when asked for
+
     def next(self) -> Stored:
         self._pos += 1
         return self._batch.store(self._todo[self._pos - 1])
@@ -162,6 +165,10 @@ class Forked:
         except BrokenPipeError:
             self._answer()  # the child stopped: its error, if it left one
             raise self._stopped() from None
+
+    def ready(self) -> bool:
+        """Would ``next`` answer without waiting for the child?"""
+        return self._pos < len(self._chunk) or self._child.ready()
 
     def next(self) -> Stored:
         if self._pos == len(self._chunk):
@@ -262,6 +269,10 @@ class Pair:
         for k, child in enumerate(self._pair):
             child.submit([p for chunk in chunks[k::2] for p in chunk])
         self._pos = 0
+
+    def ready(self) -> bool:
+        """Would ``next`` answer without waiting?"""
+        return self._pair[(self._pos // CHUNK) % 2].ready()
 
     def next(self) -> Stored:
         child = self._pair[(self._pos // CHUNK) % 2]

@@ -168,6 +168,17 @@ class _Changes:
         h = self.head
         return h is not None and (hi is None or h[0] < hi)
 
+    def take(self, hi: bytes | None, n: int) -> list[tuple[bytes, Any]]:
+        """Pop up to ``n`` changes with key < ``hi`` (``pop`` while ``below``, in one loop:
+        this runs once per entry per level of a tree being built)."""
+        out: list[tuple[bytes, Any]] = []
+        h, back, it = self.head, self._back, self._it
+        while h is not None and len(out) < n and (hi is None or h[0] < hi):
+            out.append(h)
+            h = back.pop() if back else next(it, None)
+        self.head = h
+        return out
+
 
 def _bound(key: bytes, depth: int) -> bytes | None:
     """Exclusive upper bound of the keys sharing ``key``'s first ``depth + 1`` nibbles."""
@@ -180,9 +191,7 @@ def _bound(key: bytes, depth: int) -> bytes | None:
 
 def _build_stream(store: ObjectStore, s: _Changes, depth: int, hi: bytes | None) -> tuple[Digest, int]:
     """Write the canonical subtree of every entry of ``s`` below ``hi``; return (id, count)."""
-    buf: list[tuple[bytes, Any]] = []
-    while len(buf) <= LEAF_MAX and s.below(hi):
-        buf.append(s.pop())
+    buf = s.take(hi, LEAF_MAX + 1)
     if len(buf) <= LEAF_MAX or depth >= MAX_DEPTH:
         return _write_leaf(store, [[k, v] for k, v in buf]), len(buf)
     s.unread(buf)
@@ -268,6 +277,9 @@ def apply(store: ObjectStore, root: bytes, changes: Mapping[bytes, Any], *, cano
 def apply_sorted(store: ObjectStore, root: bytes, changes: Iterable[tuple[bytes, Any]]) -> Digest:
     """``apply`` for a stream of (key, canonical value or ``DELETE``) in strictly increasing
     key order: memory stays bounded whatever the number of changes (bulk ingest)."""
+    if root == EMPTY:  # a new tree (a first ingest): nothing to merge with, deletions are no-ops
+        fresh = _Changes(c for c in _increasing(changes) if c[1] is not DELETE)
+        return _build_stream(store, fresh, 0, None)[0]
     s = _Changes(_increasing(changes))
     if s.head is None:
         return Digest(root)

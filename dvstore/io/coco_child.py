@@ -19,7 +19,6 @@ the command early, and ``result`` at the end. Where ``fork`` is missing (or
 
 from __future__ import annotations
 
-import select
 from typing import Any, BinaryIO
 
 from dvstore import childproc
@@ -64,11 +63,13 @@ class CocoReader:
         Taking it as soon as it is ready lets the child exit: otherwise it would hold its
         copy of the result (and the file's text) until the parent's last file.
         """
-        if self._child is not None and self._child.out is not None and self._labels is None:
-            poller = select.poll()  # not select(): descriptors past 1024 are fine
-            poller.register(self._child.out.fileno(), select.POLLIN | select.POLLHUP)
-            if poller.poll(0):
-                self.result()
+        if self._child is not None and self._labels is None and self._child.ready():
+            self.result()
+
+    @property
+    def ready(self) -> bool:
+        """Has the result been taken (``poll`` or ``result``)?"""
+        return self._done is not None
 
     def result(self) -> coco.CocoImport:
         """The import (waits for the child)."""
