@@ -16,9 +16,8 @@ import sys
 import time
 from array import array
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dvstore import codec, recipes, storer, tree
 from dvstore.edit import Editor
@@ -29,6 +28,9 @@ from dvstore.model import normalize_dir, normalize_filename
 from dvstore.statcache import cache_hit, cache_key, lookup_stat, stat_entry
 from dvstore.storage.blobs import SMALL_MAX
 from dvstore.storage.db import WriteTxn
+
+if TYPE_CHECKING:  # concurrent.futures imports logging: loaded only to copy large files
+    from concurrent.futures import Future, ThreadPoolExecutor
 
 WINDOW = 16384
 PROGRESS_EVERY = 512
@@ -228,7 +230,11 @@ class _Copier:
         self.files = files
         self.pos = 0
         self.running: collections.deque[tuple[Future[Digest], list[bytes]]] = collections.deque()
-        self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="dvs-copy") if files else None
+        self.pool: ThreadPoolExecutor | None = None
+        if files:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="dvs-copy")
 
     def __enter__(self) -> _Copier:
         self._fill()

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -74,7 +73,7 @@ os.register_at_fork(after_in_child=_drop_id_pool)
 def new_item_id() -> bytes:
     """A fresh random 16-byte item id (drawn from the OS in batches: one syscall per 4096)."""
     if not _ID_POOL:
-        raw = secrets.token_bytes(ITEM_ID_SIZE * 4096)
+        raw = os.urandom(ITEM_ID_SIZE * 4096)  # what secrets.token_bytes reads
         _ID_POOL.extend(raw[i:i + ITEM_ID_SIZE] for i in range(0, len(raw), ITEM_ID_SIZE))
     return _ID_POOL.pop()
 
@@ -85,7 +84,7 @@ _ANN_ID_POOL: list[str] = []
 def new_annotation_id() -> str:
     """A fresh random annotation id in Dataloop's 24-hex form (drawn in batches, like item ids)."""
     if not _ANN_ID_POOL:
-        raw = secrets.token_bytes(12 * 4096).hex()
+        raw = os.urandom(12 * 4096).hex()
         _ANN_ID_POOL.extend(raw[i:i + 24] for i in range(0, len(raw), 24))
     return _ANN_ID_POOL.pop()
 

@@ -33,7 +33,6 @@ import json
 import math
 import os
 import re
-import secrets
 from collections.abc import Iterable, Mapping
 from typing import Any, NoReturn
 
@@ -91,7 +90,7 @@ def _fail(where: str, message: str) -> NoReturn:
 
 def new_recipe_id() -> str:
     """A fresh recipe lineage id in Dataloop's 24-hex form."""
-    return secrets.token_hex(12)
+    return os.urandom(12).hex()
 
 
 def default_recipe() -> dict[str, Any]:

@@ -20,7 +20,6 @@ import json
 import os
 import re
 import struct
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -105,7 +104,7 @@ class Repository:
             raise UsageError(f"a dvs store already exists at {d}")
         for sub in ("", "blobs", "tmp", "db"):
             os.makedirs(os.path.join(d, sub), mode=0o700, exist_ok=True)
-        cfg = {"format": FORMAT, "store_id": uuid.uuid4().hex, "hash": "blake3"}
+        cfg = {"format": FORMAT, "store_id": os.urandom(16).hex(), "hash": "blake3"}
         tmp = os.path.join(d, "tmp", CONFIG + ".partial")
         with open(tmp, "w") as f:
             json.dump(cfg, f, indent=2, sort_keys=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import os
-import secrets
 import stat as statmod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -137,7 +136,7 @@ def write_file(dir_fd: int, name: str, chunks: Iterable[bytes], display: str, *,
     replaces a symlink in the way, never what it points at. Either way, if ``chunks``
     raises (a corrupt blob) what was written is removed and the error propagates.
     """
-    target = name if exclusive else TMP_PREFIX + secrets.token_hex(8)
+    target = name if exclusive else TMP_PREFIX + os.urandom(8).hex()
     try:
         fd = os.open(target, _CREATE_FLAGS, FILE_MODE, dir_fd=dir_fd)
     except FileExistsError:

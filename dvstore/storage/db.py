@@ -30,7 +30,6 @@ import os
 import shutil
 import threading
 import time
-import uuid
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -362,7 +361,7 @@ class Database:
             _close_env(key)  # first: closing fd while the environment is open would drop its lock
             os.close(fd)
             return skipped(busy)
-        work = os.path.join(tmp_root, f"{COMPACT_PREFIX}{uuid.uuid4().hex}")
+        work = os.path.join(tmp_root, f"{COMPACT_PREFIX}{os.urandom(16).hex()}")
         try:
             counts = self.read(lambda t: {n: t.count(n) for n in DB_NAMES})
             psize = int(env.stat()["psize"])
@@ -524,7 +523,7 @@ class Scratch:
     def _open(self) -> lmdb.Environment:
         if self._env is None:
             os.makedirs(self.tmpdir, exist_ok=True)
-            self.path = os.path.join(self.tmpdir, f"{SCRATCH_PREFIX}{os.getpid()}-{uuid.uuid4().hex}.mdb")
+            self.path = os.path.join(self.tmpdir, f"{SCRATCH_PREFIX}{os.getpid()}-{os.urandom(16).hex()}.mdb")
             size = 64 * 1024 * 1024
             try:
                 # LMDB writes its header with write(2); the map touches nothing before _reserve.
