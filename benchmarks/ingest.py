@@ -22,6 +22,9 @@ from the rusage of its process tree, taken by /usr/bin/time (GNU time: wait4 fro
 parent), else by os.wait4. Peak RSS is ru_maxrss: the largest single process in the timed
 tree (not the sum of concurrent processes, e.g. git-annex's helper git processes).
 Runs are interleaved (for each repeat: every tool in turn) so drift hits all tools alike.
+Before the timed runs, each tool has one memory run: the same step with its private memory
+sampled (the sampler reads /proc smaps every 50 ms, CPU a 2-core machine would take from the
+tool), also the run whose result is checked. Timed runs are not sampled.
 """
 
 from __future__ import annotations
@@ -628,7 +631,7 @@ def _private_kib(pid: str) -> int:
 
 
 def measured(argv: list[str], cwd: Path, env: dict, log: Path, timeout: float,
-             nice: int = 0) -> dict:
+             nice: int = 0, sample: bool = True) -> dict:
     with open(log, "ab") as lf:
         lf.write(("$ " + " ".join(argv if argv[0] != "sh" else argv[2:]) + "\n").encode()
                  if len(" ".join(argv)) < 400 else b"$ (script)\n")
@@ -654,7 +657,8 @@ def measured(argv: list[str], cwd: Path, env: dict, log: Path, timeout: float,
         timer = threading.Timer(timeout, kill)
         timer.start()
         anon = AnonSampler(p.pid)
-        anon.start()
+        if sample:  # reading every process's smaps costs CPU: timed runs are not sampled
+            anon.start()
         try:
             _, status, ru = os.wait4(p.pid, 0)
         finally:
@@ -717,7 +721,8 @@ def tail(path: Path, n: int = 8) -> str:
         return ""
 
 
-def run_one(tool: Tool, dsname: str, src: Path, info: dict, rundir: Path, args, verify: bool):
+def run_one(tool: Tool, dsname: str, src: Path, info: dict, rundir: Path, args, verify: bool,
+            memory_run: bool = False):
     rm_tree(rundir)
     repo = rundir / "repo"
     repo.mkdir(parents=True)
@@ -734,7 +739,9 @@ def run_one(tool: Tool, dsname: str, src: Path, info: dict, rundir: Path, args, 
             return {"error": f"setup `{' '.join(cmd)[:80]}` exited {r['rc']}: {tail(log)}"}
     os.sync()
     load_before = wait_quiet(args.quiet_wait) if args.quiet_wait > 0 else None
-    r = measured(tool.timed(repo, dsname, info), repo, tool.env, log, args.timeout, args.nice)
+    r = measured(tool.timed(repo, dsname, info), repo, tool.env, log, args.timeout, args.nice,
+                 sample=memory_run)
+    r["memory_run"] = memory_run
     r["load_before"] = load_before
     r["setup_s"] = setup_s
     if r["rc"] != 0:
@@ -803,7 +810,9 @@ def summarize(results: list[dict], datasets: dict) -> list[dict]:
     by = {}
     for r in results:
         by.setdefault((r["tool"], r["dataset"]), []).append(r)
-    for (tool, ds), runs in by.items():
+    for (tool, ds), all_runs in by.items():
+        mem = [r for r in all_runs if r.get("memory_run") and "seconds" in r]
+        runs = [r for r in all_runs if not r.get("memory_run")]
         ok = [r for r in runs if "seconds" in r]
         info = datasets[ds]
         row = {"tool": tool, "dataset": ds, "runs": len(runs), "ok_runs": len(ok),
@@ -817,7 +826,7 @@ def summarize(results: list[dict], datasets: dict) -> list[dict]:
                 "mb_per_s": info["bytes"] / 1e6 / med if med else None,
                 "cpu_s": statistics.median(r["cpu_s"] for r in ok),
                 "peak_rss_mib": max(r["maxrss_kib"] for r in ok) / 1024,
-                "anon_peak_mib": max(r.get("anon_peak_kib", 0) for r in ok) / 1024,
+                "anon_peak_mib": max((r.get("anon_peak_kib", 0) for r in mem), default=0) / 1024,
                 "wall_median_s": statistics.median(r["wall_s"] for r in ok),
                 "other_load": max(r["other_load"] for r in ok),
                 "other_load_median": statistics.median(r["other_load"] for r in ok),
@@ -825,7 +834,7 @@ def summarize(results: list[dict], datasets: dict) -> list[dict]:
                 "store_mib": statistics.median(r["store_bytes"] for r in ok) / 2**20,
                 "verified": next((r.get("verify_detail") if r.get("verified") is not False
                                   else "MISMATCH " + r.get("verify_detail", ""))
-                                 for r in ok if "verified" in r) if any("verified" in r for r in ok)
+                                 for r in mem if "verified" in r) if any("verified" in r for r in mem)
                 else None,
             })
             inner = [r["inner"] for r in ok if r.get("inner")]
@@ -861,7 +870,7 @@ def render(meta: dict, rows: list[dict], skipped: dict, tools: dict) -> str:
         extra = (f", {info['annotations']} COCO annotations in one {info['coco_bytes'] / 1e6:.1f} MB "
                  f"JSON" if ds == "small" else "")
         w(f"- dataset `{ds}`: {info['files']} files, {info['bytes'] / 1e6:.1f} MB{extra}; "
-          f"{meta['repeats'][ds]} run(s) per tool")
+          f"{meta['repeats'][ds]} timed run(s) per tool, after one memory run")
     nice, qw = meta.get("nice", 0), meta.get("quiet_wait", 0)
     w("- data is page-cache-warm for every run (fresh copy + sync before each run: `cp -a` "
       "for git-annex and dvc, which modify their input, a hard-linked `cp -al` for the others; "
@@ -869,14 +878,14 @@ def render(meta: dict, rows: list[dict], skipped: dict, tools: dict) -> str:
       "of the timed step (oxen: in-process add+commit). MB = 10^6 bytes. peak RSS = "
       "largest single process of the timed tree (ru_maxrss via GNU time's wait4), max over runs; "
       "it counts file pages the process mapped (for dvs, LMDB's map of its own store). anon = the "
-      "largest private memory (sum of Pss_Anon over the timed tree's processes, sampled every 50 ms), max over runs. "
+      "largest private memory (sum of Pss_Anon over the timed tree's processes, sampled every 50 ms in the memory run, which is not timed). "
       "×floor = seconds / floor seconds; ×dvs = seconds / dvs seconds (>1: slower than dvs). "
       "CPU s = user+sys of the timed tree (median). store = disk used by the tool's store "
       "(st_blocks). others' load = cores kept busy by other processes during the timed step "
       "(median/max over runs, from /proc/stat; includes kernel writeback): above ~0.3 the figure is "
       f"disturbed. Before each timed step the script waits (up to {qw:g} s) for the "
       f"machine to be idle, and runs the step at nice {nice}. check = objects the tool reports "
-      "stored / expected (first run).")
+      "stored / expected (memory run).")
     w("")
     for ds in meta["datasets"]:
         w(f"## {ds}\n")
@@ -1048,14 +1057,19 @@ def main(argv=None) -> int:
     repeats = {"small": args.repeat, "large": args.large_repeat}
     for ds in datasets:
         failed: set[str] = set()
-        for rep in range(repeats[ds]):
+        # Run 0 of each tool samples private memory (and checks what was stored); it is not
+        # timed: the sampler reads every process's smaps every 50 ms, CPU taken from the
+        # tool on a small machine. Runs 1..N are timed, unobserved.
+        for rep in range(repeats[ds] + 1):
             for n in active:
                 if n in failed:
                     continue
                 rundir = workdir / "runs" / f"{ds}-{n}-{rep}"
-                print(f"[{time.time() - t0:7.1f}s] {ds} run {rep + 1}/{repeats[ds]} {n} ...",
+                label = "memory run" if rep == 0 else f"run {rep}/{repeats[ds]}"
+                print(f"[{time.time() - t0:7.1f}s] {ds} {label} {n} ...",
                       end=" ", flush=True, file=sys.stderr)
-                r = run_one(tools[n], ds, sources[ds], datasets[ds], rundir, args, verify=rep == 0)
+                r = run_one(tools[n], ds, sources[ds], datasets[ds], rundir, args, verify=rep == 0,
+                            memory_run=rep == 0)
                 r.update({"tool": n, "dataset": ds, "repeat": rep})
                 results.append(r)
                 if "error" in r:
