@@ -18,6 +18,7 @@ import os
 import select
 import signal
 import struct
+import weakref
 from collections.abc import Callable
 from typing import Any, BinaryIO, NoReturn
 
@@ -27,6 +28,11 @@ from dvstore.errors import DvsError
 _LEN = struct.Struct(">I")
 MAX_FRAME = 1 << 30
 PIPE_BUFFER = 1 << 20
+
+# Every running child, whose pipe ends a new child closes: fork copies them all, and a
+# storer holding another storer's input open would keep that one from seeing the end of its
+# input when the parent dies.
+_CHILDREN: weakref.WeakSet[Child] = weakref.WeakSet()
 
 
 def can_fork() -> bool:
@@ -46,6 +52,10 @@ class Child:
             os.close(r)
             if talk_back:
                 os.close(w2)
+            for other in list(_CHILDREN):
+                for f in (other.inp, other.out):
+                    if f is not None and not f.closed:
+                        os.close(f.fileno())
             _run(target, r2, w)
         os.close(w)
         if talk_back:
@@ -54,6 +64,7 @@ class Child:
         # Unbuffered: ``ready`` asks the pipe itself whether the child has said more.
         self.out: BinaryIO | None = os.fdopen(r, "rb", buffering=0)  # from the child
         self.inp: BinaryIO | None = os.fdopen(w2, "wb", buffering=PIPE_BUFFER) if talk_back else None
+        _CHILDREN.add(self)
 
     def ready(self) -> bool:
         """Has the child written something not read yet (or closed its end)?"""

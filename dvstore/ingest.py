@@ -3,7 +3,7 @@
 It owns walking the user's paths (read only: user files are never moved or changed), the
 loop that records every file as an item (skipping the read of a file the stat cache,
 ``statcache``, knows unchanged), and mapping COCO or Dataloop-JSON annotations onto items.
-Small files are read, hashed and stored by ``storer`` (a helper process), large ones copied
+Small files are read, hashed and stored by ``storer`` (two helper processes), large ones copied
 by ``_Copier`` (two threads); the version itself is published by ``Editor.commit``.
 """
 
@@ -35,7 +35,7 @@ if TYPE_CHECKING:  # concurrent.futures imports logging: loaded only to copy lar
 WINDOW = 16384
 PROGRESS_EVERY = 512
 APPLY_STEP = 16  # annotation keys per slice of work while the storers are busy (_Applier.step)
-FLUSH_BYTES = 16 * 1024 * 1024
+FLUSH_BYTES = 16 * 1024 * 1024  # annotation sets are stored ahead of the version in batches of this size
 
 Progress = Callable[[int, int], None]
 
@@ -151,13 +151,17 @@ def _walk_dir(root: str) -> Iterator[str]:
 def ingest(editor: Editor, paths: list[str], *, to: str = "/", annotations: str | None = None,
            fmt: str | None = None, progress: Progress | None = None) -> IngestStats:
     """Add files and folders (and annotations) to the editor's pending version."""
-    with _Annotations(annotations, fmt, to) as source:  # a COCO file is being read from now on
+    # The helpers are forked before the walk: a child keeps (as its own memory, once the
+    # parent writes to them) the pages of the parent's heap at the fork, and the walk's file
+    # list grows with the number of files.
+    with _Annotations(annotations, fmt, to) as source, storer.start(editor.repo) as small:
         files = walk(paths, to)
         source.load()  # a Dataloop json/ folder, once the paths are known good
-        return _ingest(editor, files, source, progress)
+        return _ingest(editor, files, source, small, progress)
 
 
-def _ingest(editor: Editor, files: Files, source: _Annotations, progress: Progress | None) -> IngestStats:
+def _ingest(editor: Editor, files: Files, source: _Annotations, small: storer.Inline | storer.Pair,
+            progress: Progress | None) -> IngestStats:
     stats = IngestStats()
     if len(files) * 4 >= tree.count(editor.objects, editor.base.layers["items"] or tree.EMPTY):
         editor.prefetch()
@@ -166,7 +170,7 @@ def _ingest(editor: Editor, files: Files, source: _Annotations, progress: Progre
     total = len(files)
     applier = _Applier(editor, source, stats, files.names)
     prev = ""  # the last name recorded
-    with storer.start(editor.repo) as small, editor.repo.objects.writing_ahead(FLUSH_BYTES):
+    with editor.repo.objects.writing_ahead(FLUSH_BYTES):
         for lo in range(0, total, WINDOW):
             # A window at a time: stat results are not kept for the whole walk.
             source.poll()  # a bad annotation file fails the command now, not after every file

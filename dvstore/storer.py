@@ -1,12 +1,12 @@
-"""Reading, hashing and storing an ingest's small files, in a forked helper process.
+"""Reading, hashing and storing an ingest's small files, in forked helper processes.
 
 ``dvs add`` records each file as an item in the main process. Reading, hashing and storing
 its bytes is the other half of the work, and it does not need the editor: only the file's
 blob id, size, mimetype and image size come back. Measured on 20,000 files of 2-8 KiB, the
 main loop took 0.55 s with a reader thread and 0.37 s of its own work: the thread's Python
 parts and the interpreter lock they share cost the rest, and an LMDB commit (with its
-fsync) holds that lock too. In a child process (``childproc``) the two halves run on two
-cores.
+fsync) holds that lock too. In child processes (``childproc``; two of them, ``Pair``) the
+two halves run on two cores.
 
 The child stores what it reads: small blobs and their stat-cache rows go into the store in
 transactions of 16 MiB, like any blobs written ahead of a version (harmless garbage until a

@@ -1,0 +1,78 @@
+"""Forked helpers (``childproc``): frames, errors, and which pipe ends a child keeps."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, BinaryIO
+
+import pytest
+
+from dvstore import childproc
+from dvstore.errors import ImportFormatError, StorageError
+
+
+def _cut() -> StorageError:
+    return StorageError("cut short")
+
+
+def test_a_child_does_not_keep_other_childrens_pipe_ends() -> None:
+    # A storer holding another storer's input open would keep it from seeing the end of its
+    # input when the parent dies.
+    first = childproc.Child(lambda inp, out: inp.read() if inp else None, talk_back=True)
+    assert first.inp is not None and first.out is not None
+    theirs = [first.inp.fileno(), first.out.fileno()]
+
+    def report(_inp: BinaryIO | None, out: BinaryIO) -> None:
+        still_open = []
+        for fd in theirs:
+            try:
+                os.fstat(fd)
+                still_open.append(fd)
+            except OSError:
+                pass
+        childproc.write_frame(out, ["open", still_open])
+
+    second = childproc.Child(report, talk_back=True)
+    try:
+        assert second.out is not None
+        frame = childproc.read_frame(second.out, _cut)
+        assert frame == ["open", []]
+        # and the first child sees its input end once the parent closes its side
+        first.inp.close()
+        first.inp = None
+        assert childproc.read_frame(first.out, _cut) is None  # it exited, nothing said
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_childs_error_is_raised_as_the_same_error_class() -> None:
+    def fail(_inp: BinaryIO | None, _out: BinaryIO) -> None:
+        raise ImportFormatError("bad file", hint="fix it")
+
+    child = childproc.Child(fail)
+    try:
+        assert child.out is not None
+        frame = childproc.read_frame(child.out, _cut)
+        with pytest.raises(ImportFormatError, match="bad file") as e:
+            childproc.raise_error(frame, StorageError)
+        assert e.value.hint == "fix it"
+    finally:
+        child.close()
+
+
+def test_frames_round_trip_and_a_cut_frame_is_an_error(tmp_path: Any) -> None:
+    path = tmp_path / "frames"
+    with open(path, "wb") as f:
+        childproc.write_frame(f, ["ok", [b"\x00" * 32, 5, "image/png", {"width": 1}]])
+        childproc.write_frame(f, ["done"])
+    data = path.read_bytes()
+    with open(path, "rb") as f:
+        assert childproc.read_frame(f, _cut) == ["ok", [b"\x00" * 32, 5, "image/png", {"width": 1}]]
+        assert childproc.read_frame(f, _cut) == ["done"]
+        assert childproc.read_frame(f, _cut) is None
+    path.write_bytes(data[:-3])
+    with open(path, "rb") as f:
+        childproc.read_frame(f, _cut)
+        with pytest.raises(StorageError, match="cut short"):
+            childproc.read_frame(f, _cut)
