@@ -66,7 +66,7 @@ def main() -> int:
            f"- machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
            f"Python {platform.python_version()}; command: `{' '.join(sys.argv)}`",
            "- peak RSS = ru_maxrss of `dvs add` (counts pages of LMDB's map of the store: page "
-           "cache); private = largest sum of Pss_Anon over the process and its COCO reader, sampled every 50 ms. One run each.", "",
+           "cache); private = largest sum of Pss_Anon over the process and its helpers (two storers, the COCO reader), sampled every 50 ms. One run each.", "",
            "| files | COCO | seconds | peak RSS MiB | private MiB |", "|---:|---|---:|---:|---:|"]
     for r in rows:
         out.append(f"| {r['n']:,} | {'yes' if r['coco'] else 'no'} | {r['seconds']:.2f} | {r['rss_mib']:.0f} "
