@@ -208,8 +208,9 @@ def _ingest(editor: Editor, files: Files, source: _Annotations, small: storer.In
                     stats.bytes += size
                     if progress is not None and (i % PROGRESS_EVERY == 0 or i == total):
                         progress(i, total)
-        small.finish()  # every small blob durable before the version can name it
+        small.end()  # the storers commit their last blobs while the annotations are finished
     applier.finish()
+    small.wait()  # every small blob durable before the version can name it
 
     def write_cache(t: WriteTxn) -> None:
         for k, v in new_cache.items():

@@ -10,13 +10,14 @@ two halves run on two cores.
 
 The child stores what it reads: small blobs and their stat-cache rows go into the store in
 transactions of 16 MiB, like any blobs written ahead of a version (harmless garbage until a
-version names them; gc collects them after its grace period). ``finish`` returns once the
+version names them; gc collects them after its grace period). ``wait`` returns once the
 last of those transactions is committed, so the version, published after it, only ever
 names blobs that are durable (write order step 1).
 
 Frames (``childproc``):
 
-* parent to child: ``["files", [local path, ...]]``, one per window of files; ``["end"]``.
+* parent to child: ``["files", [local path, ...]]``, one per window of files; ``["end"]``
+  (``end``; ``wait`` then reads the answer, so the last commits overlap the caller's work).
 * child to parent: ``["ok", [[blob, size, mimetype, system], ...]]`` for each chunk of up to
   ``CHUNK`` files, in the order asked; ``["done"]`` after ``["end"]`` once everything is
   committed; ``["error", ...]`` (a file that cannot be read, a full disk) instead of either.
@@ -130,9 +131,12 @@ class Inline:
         self._pos += 1
         return self._batch.store(self._todo[self._pos - 1])
 
-    def finish(self) -> None:
+    def end(self) -> None:
         """Commit everything stored so far."""
         self._batch.commit()
+
+    def wait(self) -> None:
+        """Nothing to wait for: ``end`` committed."""
 
     def close(self) -> None:
         self._todo = []
@@ -180,14 +184,17 @@ class Forked:
         blob, size, mimetype, system = self._chunk[self._pos - 1]
         return Digest(blob), size, mimetype, system
 
-    def finish(self) -> None:
-        """Wait until the child has committed everything it stored, then let it go."""
+    def end(self) -> None:
+        """Tell the child there is no more: it commits what it stored (``wait`` for it)."""
         assert self._child.inp is not None
         try:
             childproc.write_frame(self._child.inp, ["end"])
             self._child.inp.flush()
         except BrokenPipeError:
             pass  # the answer says why
+
+    def wait(self) -> None:
+        """Wait until the child has committed everything it stored, then let it go."""
         frame = self._answer()
         if frame != ["done"]:
             raise self._stopped()
@@ -279,9 +286,15 @@ class Pair:
         self._pos += 1
         return child.next()
 
-    def finish(self) -> None:
+    def end(self) -> None:
+        """No more files: each storer commits what it stored (``wait`` for them)."""
         for child in self._pair:
-            child.finish()
+            child.end()
+
+    def wait(self) -> None:
+        """Wait until both storers have committed everything they stored."""
+        for child in self._pair:
+            child.wait()
 
     def close(self) -> None:
         for child in self._pair:

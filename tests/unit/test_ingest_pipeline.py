@@ -42,7 +42,8 @@ def test_storer_returns_every_file_in_order_and_stores_it(tmp_path: Path, make_s
         for window in (paths[:130], paths[130:]):  # as ingest asks: a window at a time
             s.submit(window)
             got += [s.next() for _ in window]
-        s.finish()
+        s.end()
+        s.wait()
     rows = statcache.lookup_stat(store.repo, [os.fsencode(p) for p in paths])
     for path, (blob, size, mimetype, system) in zip(paths, got):
         data = Path(path).read_bytes()
@@ -101,7 +102,8 @@ def test_storer_stores_a_file_that_grew_past_small_as_a_file_blob(tmp_path: Path
     with make_storer(store.repo) as s:
         s.submit([path])
         blob, size, _, _ = s.next()
-        s.finish()
+        s.end()
+        s.wait()
     data = Path(path).read_bytes()
     assert size == len(data) > st.st_size and blob == blake3(data).digest()
     assert os.path.exists(store.repo.blobs.path_for(blob))  # a blob file, not an LMDB value
