@@ -113,27 +113,6 @@ def map_header(n: int) -> bytes:
     return out
 
 
-def encode_entries(d: dict[str, Any]) -> bytes:
-    """The encoded entries of canonical map ``d`` without its header: ``map_header(n)``
-    followed by the entries of maps with n entries in all, in canonical key order, is the
-    canonical encoding of their union (importers that fill in some values later)."""
-    whole: bytes = _PACKERS.packer.pack(d)
-    return whole[len(map_header(len(d))):]
-
-
-def encode_map_of_encoded(entries: list[tuple[str, bytes]]) -> bytes:
-    """The canonical encoding of a map given its entries' values encoded already.
-
-    ``entries`` must be sorted by key with no key twice.
-    """
-    packer = _PACKERS.packer
-    parts = [packer.pack_map_header(len(entries))]
-    for k, v in entries:
-        parts.append(packer.pack(k))
-        parts.append(v)
-    return b"".join(parts)
-
-
 def _no_ext(code: int, data: bytes) -> Any:
     raise ValueError("extension types are not allowed")
 

@@ -160,7 +160,7 @@ def ingest(editor: Editor, paths: list[str], *, to: str = "/", annotations: str 
         return _ingest(editor, files, source, small, progress)
 
 
-def _ingest(editor: Editor, files: Files, source: _Annotations, small: storer.Inline | storer.Pair,
+def _ingest(editor: Editor, files: Files, source: _Annotations, small: storer.Storer,
             progress: Progress | None) -> IngestStats:
     stats = IngestStats()
     if len(files) * 4 >= tree.count(editor.objects, editor.base.layers["items"] or tree.EMPTY):

@@ -106,19 +106,44 @@ def _read_rest(fd: int) -> bytes:
     return b"".join(parts)
 
 
-class Inline:
+class Storer:
+    """What ``dvs add`` asks of a storer: ``submit`` a window's small files, ``next`` for each
+    one's (blob, size, mimetype, system) in that order, ``end`` and ``wait`` once there are no
+    more; ``close`` (or leaving the ``with``) stops it whatever state it is in."""
+
+    def __enter__(self) -> Storer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def submit(self, paths: list[str]) -> None:
+        raise NotImplementedError
+
+    def ready(self) -> bool:
+        """Would ``next`` answer without waiting?"""
+        raise NotImplementedError
+
+    def next(self) -> Stored:
+        raise NotImplementedError
+
+    def end(self) -> None:
+        raise NotImplementedError
+
+    def wait(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class Inline(Storer):
     """The storer's work done in the calling process, a file at a time."""
 
     def __init__(self, repo: Repository) -> None:
         self._batch = _Batch(repo)
         self._todo: list[str] = []
         self._pos = 0
-
-    def __enter__(self) -> Inline:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def submit(self, paths: list[str]) -> None:
         """Queue files to store; ``next`` gives their results in this order."""
@@ -142,19 +167,13 @@ class Inline:
         self._todo = []
 
 
-class Forked:
+class Forked(Storer):
     """The storer's work done in a child process, running ahead of the caller."""
 
     def __init__(self, repo: Repository) -> None:
         self._child = childproc.Child(lambda inp, out: _serve(repo, inp, out), talk_back=True)
         self._chunk: list[Any] = []
         self._pos = 0
-
-    def __enter__(self) -> Forked:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def submit(self, paths: list[str]) -> None:
         """Ask for files to be stored; ``next`` gives their results in this order.
@@ -245,7 +264,7 @@ def _serve(repo: Repository, inp: BinaryIO | None, out: BinaryIO) -> None:
     # The parent went away without "end": nothing of ours is named by any version.
 
 
-class Pair:
+class Pair(Storer):
     """Two forked storers taking turns, a chunk of files each.
 
     One storer alone is the slower half of an ingest: an LMDB commit (its fsync included)
@@ -264,12 +283,6 @@ class Pair:
             self.close()
             raise
         self._pos = 0
-
-    def __enter__(self) -> Pair:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def submit(self, paths: list[str]) -> None:
         chunks = [paths[i:i + CHUNK] for i in range(0, len(paths), CHUNK)]
@@ -301,6 +314,6 @@ class Pair:
             child.close()
 
 
-def start(repo: Repository) -> Inline | Pair:
+def start(repo: Repository) -> Storer:
     """A storer for ``repo``: two child processes where ``fork`` is there, else ``Inline``."""
     return Pair(repo) if childproc.can_fork() else Inline(repo)
