@@ -185,8 +185,8 @@ def _ingest(editor: Editor, files: Files, source: _Annotations, small: storer.St
             cache = lookup_stat(editor.repo, wkeys)
             hits = [rec if cache_hit(rec := cache.get(key), st) else None for key, st in zip(wkeys, sts)]
             misses = [(local, st) for (local, _), st, hit in zip(window, sts, hits) if hit is None]
-            # Small files go to the storer (a helper process that reads, hashes and stores
-            # them ahead of this loop), large ones to the copier's threads.
+            # Small files go to the storers (helper processes that read, hash and store them
+            # ahead of this loop), large ones to the copier's threads.
             small.submit([local for local, st in misses if st.st_size <= SMALL_MAX])
             with _Copier(blobs, [m for m in misses if m[1].st_size > SMALL_MAX]) as copies:
                 for i, ((local, fn), key, st, hit) in enumerate(zip(window, wkeys, sts, hits), lo + 1):
