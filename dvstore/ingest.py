@@ -280,48 +280,57 @@ class _Applier:
 
     The main loop mostly waits for the storers; once the annotation file's result is in, it
     spends those waits here, a slice at a time, on the annotations of the items recorded so
-    far (names come in sorted order, and so do the annotations' keys). What is left, and any key that
-    names no item yet (a Dataloop stem match, or no item at all), is done by ``finish``.
+    far. Names come in sorted order, and so do the annotations (``_Annotations.result``), so
+    only the annotations not yet applied are held, and a COCO reader's are read from its pipe
+    as the loop gets to them. A key that names no item (a Dataloop stem match, or no item at
+    all) is set aside for ``finish``, which knows every added name.
     """
 
     def __init__(self, editor: Editor, source: _Annotations, stats: IngestStats, names: list[str]) -> None:
         self.editor, self.source, self.stats, self.names = editor, source, stats, names
-        self.by_file: dict[str, list[Any]] | None = None
+        self.stream: Iterator[tuple[str, list[Any]]] | None = None
+        self.head: tuple[str, list[Any]] | None = None
         self.extras: dict[str, dict[str, Any]] = {}
         self.labels: list[str] = []
         self.encoded = False
-        self.keys: list[str] = []
-        self.pos = 0
+        self.left: dict[str, list[Any]] = {}
 
     def _take(self) -> None:
-        self.by_file, self.labels, self.extras, self.encoded = self.source.result()
-        self.keys = sorted(self.by_file)
+        self.stream, self.labels, self.extras, self.encoded = self.source.result()
+        self.head = next(self.stream, None)
+
+    def _apply_next(self) -> None:
+        assert self.stream is not None and self.head is not None
+        key, anns = self.head
+        self.head = next(self.stream, None)
+        iid = self.editor.item_id(key, normalized=True)
+        if iid is None:
+            self.left[key] = anns
+        else:
+            _apply_one(self.editor, key, anns, self.extras, {}, self.stats, self.encoded, iid=iid)
 
     def step(self, upto: str) -> bool:
         """Apply the annotations of a few items named ``upto`` or before; False: none to do."""
-        if self.by_file is None:
+        if self.stream is None:
             if not self.source.ready():
                 return False
             self._take()
-        by_file, keys = self.by_file, self.keys
-        assert by_file is not None
-        end = min(self.pos + APPLY_STEP, len(keys))
-        if self.pos == end or keys[self.pos] > upto:
+        if self.head is None or self.head[0] > upto:
             return False
-        while self.pos < end and keys[self.pos] <= upto:
-            key = keys[self.pos]
-            self.pos += 1
-            iid = self.editor.item_id(key, normalized=True)
-            if iid is not None:  # else: left for finish, which knows every added name
-                _apply_one(self.editor, key, by_file, self.extras, {}, self.stats, self.encoded, iid=iid)
+        for _ in range(APPLY_STEP):
+            self._apply_next()
+            if self.head is None or self.head[0] > upto:
+                break
         return True
 
     def finish(self) -> None:
         """Apply what is left, and add the annotation file's labels to the recipe."""
-        if self.by_file is None:
+        if self.stream is None:
             self._take()
-        assert self.by_file is not None
-        _apply_annotations(self.editor, self.by_file, self.extras, self.stats, self.names, encoded=self.encoded)
+        with self.editor.repo.objects.writing_ahead(FLUSH_BYTES):
+            while self.head is not None:
+                self._apply_next()
+        _apply_annotations(self.editor, self.left, self.extras, self.stats, self.names, encoded=self.encoded)
         if self.labels:
             editor = self.editor
             cur = editor.recipe or editor.repo.recipe(editor.base.recipe)
@@ -346,7 +355,7 @@ class _Annotations:
         if annotations is not None and fmt == "coco":
             from dvstore.io.coco_child import CocoReader
 
-            self.reader = CocoReader(annotations)
+            self.reader = CocoReader(annotations, self.prefix)
 
     def load(self) -> None:
         """Read annotations that are not read in the background (a Dataloop json/ folder)."""
@@ -371,19 +380,14 @@ class _Annotations:
         self.reader.poll()
         return bool(self.reader.ready)
 
-    def result(self) -> tuple[dict[str, list[Any]], list[str], dict[str, dict[str, Any]], bool]:
-        """({item filename: annotations}, labels for the recipe, {filename: Dataloop extras},
-        whether the annotations are encoded COCO ones, ``[coco_id, head, tail]``)."""
+    def result(self) -> tuple[Iterator[tuple[str, list[Any]]], list[str], dict[str, dict[str, Any]], bool]:
+        """((item filename, annotations) in filename order, labels for the recipe, {filename:
+        Dataloop extras}, whether the annotations are encoded COCO ones, ``[coco_id, head,
+        tail]``). A COCO reader's annotations come off its pipe as they are iterated."""
         if self.reader is None:
-            return self.loaded
-        imp = self.reader.result()
-        out = {}
-        for rel, anns in imp.by_file.items():
-            try:
-                out[normalize_filename(self.prefix + "/" + rel.lstrip("/"))] = anns
-            except InvalidNameError as e:
-                raise ImportFormatError(f"{self.path}: {e.message}") from None
-        return out, list(imp.labels), {}, True
+            by_file, labels, extras, encoded = self.loaded
+            return iter(sorted(by_file.items())), labels, extras, encoded
+        return self.reader.entries(), self.reader.labels(), {}, True
 
 
 def _load_annotations(annotations: str, fmt: str, prefix: str
@@ -432,14 +436,14 @@ def _apply_annotations(editor: Editor, by_file: dict[str, list[Any]],
     # (harmless garbage if it never comes) instead of waiting in memory.
     with editor.repo.objects.writing_ahead(FLUSH_BYTES):
         for key in sorted(by_file):  # keys and stems are normalised filenames already
-            _apply_one(editor, key, by_file, extras, stems, stats, encoded)
+            _apply_one(editor, key, by_file.pop(key), extras, stems, stats, encoded)  # freed as we go
 
 
-def _apply_one(editor: Editor, key: str, by_file: dict[str, list[Any]],
+def _apply_one(editor: Editor, key: str, anns: list[Any],
                extras: dict[str, dict[str, Any]], stems: dict[str, list[str]], stats: IngestStats,
                encoded: bool, *, iid: bytes | None = None) -> None:
-    """Set the annotations (and Dataloop extras) from ``by_file[key]`` on the item they name
-    (``iid``, when the caller looked it up already)."""
+    """Set the annotations (and Dataloop extras) ``anns`` of file ``key`` on the item they
+    name (``iid``, when the caller looked it up already)."""
     fn = key
     if iid is None:
         iid = editor.item_id(fn, normalized=True)
@@ -449,7 +453,6 @@ def _apply_one(editor: Editor, key: str, by_file: dict[str, list[Any]],
     if iid is None:
         stats.skipped.append(key)
         return
-    anns = by_file.pop(key)  # freed as we go
     if encoded:
         editor.set_item_annset(iid, _encoded_annset(editor, iid, anns))
     else:

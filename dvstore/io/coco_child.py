@@ -6,46 +6,50 @@ threads would take turns on one core (both are mostly interpreter work), so the 
 is read by a child process (``childproc``) that sends its result back over a pipe as
 frames:
 
-* first, once the whole file is parsed and checked: ``["ok", labels]`` or
-  ``["error", error class name, message, hint]``;
-* then frames of up to ``BATCH`` images: ``[[file_name, [[coco_id, head, tail], ...]],
-  ...]``, each annotation as ``coco.EncodedAnnotation.split`` gives it: all the parent
-  adds is the annotation id, which depends on the item's id.
+* first, once the whole file is parsed and checked and every ``file_name`` made an item
+  name: ``["ok", labels]`` or ``["error", error class name, message, hint]``;
+* then frames of up to ``BATCH`` images in item-name order: ``[[item name, [[coco_id, head,
+  tail], ...]], ...]``, each annotation as ``coco.EncodedAnnotation.split`` gives it: all
+  the parent adds is the annotation id, which depends on the item's id.
+
+The parent reads those frames only as its loop reaches their names (``entries``), so it
+holds one frame, not the file's annotations; the reader waits on the pipe meanwhile.
 
 The parent calls ``poll`` between batches of files, so a malformed COCO file still fails
-the command early, and ``result`` at the end. Where ``fork`` is missing (or
+the command early. Where ``fork`` is missing (or
 ``DVS_NO_FORK=1``) the file is read in the parent, at once.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 from dvstore import childproc
-from dvstore.errors import ImportFormatError
+from dvstore.errors import ImportFormatError, InvalidNameError
 from dvstore.io import coco
+from dvstore.model import normalize_filename
 
 BATCH = 1024
 
+Entry = tuple[str, list[Any]]  # (item name, [[coco_id, head, tail], ...])
+
 
 class CocoReader:
-    """A COCO file being read in the background.
+    """A COCO file being read in the background, for files added under ``prefix`` ("" or
+    "/dir"): ``labels()`` once it is read, then ``entries()``."""
 
-    ``result()`` gives a ``CocoImport`` whose ``by_file`` maps each image's file name to its
-    annotations as ``[coco_id, head, tail]`` (``coco.EncodedAnnotation.split``).
-    """
-
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, prefix: str = "") -> None:
         self.path = path
         self._child: childproc.Child | None = None
         self._labels: list[str] | None = None
-        self._done: coco.CocoImport | None = None
+        self._entries: list[Entry | None] | None = None  # read in this process
         if not childproc.can_fork():
             imp = coco.load_coco(path, encoded=True)
-            self._done = coco.CocoImport(labels=imp.labels, by_file={
-                name: [[a.coco_id, *a.split()] for a in anns] for name, anns in imp.by_file.items()})
+            self._entries = _entries(imp, prefix, path)
+            self._labels = list(imp.labels)
             return
-        self._child = childproc.Child(lambda _inp, out: _child(path, out))
+        self._child = childproc.Child(lambda _inp, out: _child(path, prefix, out))
 
     @property
     def _pid(self) -> int:
@@ -58,31 +62,34 @@ class CocoReader:
         self.close()
 
     def poll(self) -> None:
-        """If the child has finished: raise its error, or take its result now.
-
-        Taking it as soon as it is ready lets the child exit: otherwise it would hold its
-        copy of the result (and the file's text) until the parent's last file.
-        """
-        if self._child is not None and self._labels is None and self._child.ready():
-            self.result()
+        """If the reader has finished the file: raise its error, or take its labels."""
+        if self._labels is None and self._child is not None and self._child.ready():
+            self._status()
 
     @property
     def ready(self) -> bool:
-        """Has the result been taken (``poll`` or ``result``)?"""
-        return self._done is not None
+        """Has the whole file been read and checked (``poll``)?"""
+        return self._labels is not None
 
-    def result(self) -> coco.CocoImport:
-        """The import (waits for the child)."""
-        if self._done is None:
-            if self._labels is None:
-                self._status()
-            assert self._child is not None and self._child.out is not None and self._labels is not None
-            by_file: dict[str, list[Any]] = {}
-            while (frame := self._read()) is not None:
-                by_file.update(frame)
-            self.close()
-            self._done = coco.CocoImport(labels=self._labels, by_file=by_file)
-        return self._done
+    def labels(self) -> list[str]:
+        """The labels (category names in id order); waits for the reader."""
+        if self._labels is None:
+            self._status()
+        assert self._labels is not None
+        return self._labels
+
+    def entries(self) -> Iterator[Entry]:
+        """Each image's (item name, annotations), in item-name order, read as iterated."""
+        self.labels()
+        if self._entries is not None:
+            for i, entry in enumerate(self._entries):
+                assert entry is not None
+                self._entries[i] = None  # freed as it is handed out
+                yield entry
+            return
+        while (frame := self._read()) is not None:
+            yield from ((name, anns) for name, anns in frame)
+        self.close()
 
     def _read(self) -> Any:
         assert self._child is not None and self._child.out is not None
@@ -107,17 +114,32 @@ class CocoReader:
             self._child = None
 
 
-def _child(path: str, out: BinaryIO) -> None:
+def _entries(imp: coco.CocoImport, prefix: str, path: str) -> list[Entry | None]:
+    """The import's annotations under item names, sorted (the order ``dvs add`` records
+    files in); empties ``imp.by_file``."""
+    out: dict[str, list[Any]] = {}
+    by_file = imp.by_file
+    while by_file:
+        rel, anns = by_file.popitem()
+        try:
+            name = normalize_filename(prefix + "/" + rel.lstrip("/"))
+        except InvalidNameError as e:
+            raise ImportFormatError(f"{path}: {e.message}") from None
+        if name in out:  # file_names differing only in Unicode normalisation
+            raise ImportFormatError(f"{path}: two images name the same item {name} (file_name {rel!r})")
+        out[name] = [[a.coco_id, *a.split()] for a in anns]
+    entries: list[Entry | None] = list(sorted(out.items()))
+    return entries
+
+
+def _child(path: str, prefix: str, out: BinaryIO) -> None:
     try:
         imp = coco.load_coco(path, encoded=True)
     except (MemoryError, RecursionError) as e:
         raise ImportFormatError(f"{path}: cannot read: {type(e).__name__}") from None
+    entries = _entries(imp, prefix, path)
     childproc.write_frame(out, ["ok", imp.labels])
-    batch: list[Any] = []
-    for name, anns in imp.by_file.items():
-        batch.append([name, [[a.coco_id, *a.split()] for a in anns]])
-        if len(batch) == BATCH:
-            childproc.write_frame(out, batch)
-            batch = []
-    if batch:
-        childproc.write_frame(out, batch)
+    out.flush()  # the parent learns the file is good now, and reads the rest as it needs it
+    for lo in range(0, len(entries), BATCH):
+        childproc.write_frame(out, entries[lo:lo + BATCH])
+        entries[lo:lo + BATCH] = [None] * min(BATCH, len(entries) - lo)  # sent: freed here

@@ -23,27 +23,55 @@ def _doc(n: int) -> dict:
     }
 
 
-def _flat(imp) -> tuple:  # type: ignore[no-untyped-def]
-    """Labels and, per file, each annotation as [coco_id, head, tail] (the reader's form)."""
-    return imp.labels, {k: [a if isinstance(a, list) else [a.coco_id, *a.split()] for a in v]
-                        for k, v in imp.by_file.items()}
+def _expected(path: Path, prefix: str = "") -> tuple:
+    """What the reader must give, from the in-process reading: labels, and each image under
+    its item name with its annotations as [coco_id, head, tail]."""
+    imp = load_coco(path, encoded=True)
+    return imp.labels, {f"{prefix}/{name}": [[a.coco_id, *a.split()] for a in anns]
+                        for name, anns in imp.by_file.items()}
+
+
+def _got(r: CocoReader) -> tuple:
+    entries = list(r.entries())
+    names = [name for name, _ in entries]
+    assert names == sorted(names)  # the order dvs add records files in
+    return r.labels(), dict(entries)
 
 
 @pytest.mark.parametrize("poll_first", [False, True])
 def test_child_result_matches_in_process(tmp_path: Path, poll_first: bool) -> None:
     path = tmp_path / "c.json"
     path.write_text(json.dumps(_doc(3000)))  # well over a pipe's buffer
-    with CocoReader(str(path)) as r:
+    with CocoReader(str(path), "/train") as r:
         assert r._pid  # really forked
         if poll_first:
             deadline = time.monotonic() + 30
-            while r._labels is None and time.monotonic() < deadline:
+            while not r.ready and time.monotonic() < deadline:
                 r.poll()
                 time.sleep(0.01)
-            assert r._labels == ["cat", "dog"]
-        got = r.result()
-    assert _flat(got) == _flat(load_coco(path, encoded=True))
-    assert r._pid == 0  # reaped
+            assert r.labels() == ["cat", "dog"]
+        got = _got(r)
+    assert got == _expected(path, "/train")
+    assert r._pid == 0  # reaped once every entry was read
+
+
+def test_entries_are_read_off_the_pipe_as_they_are_needed(tmp_path: Path) -> None:
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(_doc(5000)))
+    with CocoReader(str(path)) as r:
+        it = r.entries()
+        first = next(it)
+        assert first[0] == min(_expected(path)[1]) and r._pid  # the reader waits with the rest
+        assert len(list(it)) == 4999 and r._pid == 0
+
+
+def test_two_file_names_for_one_item_are_an_error(tmp_path: Path) -> None:
+    doc = _doc(2)
+    doc["images"][0]["file_name"], doc["images"][1]["file_name"] = "caf\u00e9.jpg", "cafe\u0301.jpg"
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(doc))
+    with CocoReader(str(path)) as r, pytest.raises(ImportFormatError, match="two images name the same item"):
+        r.labels()
 
 
 def test_child_error_is_the_same_error(tmp_path: Path) -> None:
@@ -67,7 +95,7 @@ def test_without_fork_it_reads_in_process(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setenv("DVS_NO_FORK", "1")
     r = CocoReader(str(path))
     assert r._pid == 0
-    assert _flat(r.result()) == _flat(load_coco(path, encoded=True))
+    assert _got(r) == _expected(path)
 
 
 def test_close_stops_a_running_child(tmp_path: Path) -> None:
