@@ -386,7 +386,8 @@ class _Annotations:
         tail]``). A COCO reader's annotations come off its pipe as they are iterated."""
         if self.reader is None:
             by_file, labels, extras, encoded = self.loaded
-            return iter(sorted(by_file.items())), labels, extras, encoded
+            # Popped as they are handed out, so applied annotations are freed as the loop goes.
+            return ((k, by_file.pop(k)) for k in sorted(by_file)), labels, extras, encoded
         return self.reader.entries(), self.reader.labels(), {}, True
 
 
