@@ -11,8 +11,8 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
-from dvstore import codec, tree
-from dvstore.errors import InvalidNameError, NotFoundError, UsageError
+from dvstore import childproc, codec, tree
+from dvstore.errors import InvalidNameError, NotFoundError, StorageError, UsageError
 from dvstore.hashing import Digest
 from dvstore.io import imageinfo
 from dvstore.model import (
@@ -46,6 +46,9 @@ WRITE_AHEAD_BYTES = 16 * 1024 * 1024
 
 _NAMES = {"items": b"i", "annotations": b"a", "metadata": b"m", "status": b"s"}
 _PATHS = b"p"
+AHEAD_MIN = int(os.environ.get("DVS_AHEAD_MIN", "4096"))
+"""Item changes from which ``build_items_ahead`` builds in a helper process (fewer are not
+worth a fork). The variable is for tests."""
 
 
 def inside_item_error(name: str, item: str) -> InvalidNameError:
@@ -124,6 +127,7 @@ class Editor:
         self._dir_root: Digest | None = tree.EMPTY if self._path_root == tree.EMPTY else None
         self._dir_delta: dict[str, int] = {}
         self.folders_root: Digest | None = None  # set by prepare(); None: not known
+        self._ahead: childproc.Child | None = None  # build_items_ahead's helper
 
     def prefetch(self) -> None:
         """Load the filename index and the items layer into memory for a bulk edit.
@@ -148,6 +152,8 @@ class Editor:
         if v is MISSING:
             if self._path_all is not None:
                 return self._path_all.get(filename)
+            if self._path_root == tree.EMPTY:  # a first add: no name to find
+                return None
             v = tree.get(self.objects, self._path_root, pk)
         if v is None or v[0] != filename:
             return None
@@ -155,11 +161,15 @@ class Editor:
         return iid
 
     def _set_path(self, filename: str, iid: bytes | None, pk: bytes | None = None) -> None:
+        if self._ahead is not None:
+            self._drop_ahead()
         self._paths[pk or path_key(filename)] = [filename, iid]
         self._spill.check(_PATHS, self._paths)
 
     def _set(self, layer: str, iid: bytes, value: Any) -> None:
         """Stage ``value`` (canonical, or DELETE) for ``iid`` in ``layer``."""
+        if layer == "items" and self._ahead is not None:
+            self._drop_ahead()
         ch = self.changes[layer]
         ch[iid] = value
         self._spill.check(_NAMES[layer], ch)
@@ -177,7 +187,7 @@ class Editor:
         if layer == "items" and self._items_all is not None:
             return self._items_all.get(iid)
         root = self.base.layers[layer]
-        return tree.get(self.objects, root, iid) if root else None
+        return tree.get(self.objects, root, iid) if root and root != tree.EMPTY else None
 
     def current_annotations(self, iid: bytes) -> dict[str, Any]:
         oid = self.current("annotations", iid)
@@ -470,8 +480,13 @@ class Editor:
 
     def _prepare(self) -> tuple[Commit, bytes] | None:
         layers: dict[str, bytes | None] = dict(self.base.layers)
+        ahead = self._ahead_roots()
+        if ahead is not None:
+            layers["items"] = ahead[0]
         for layer in LAYERS:
             name, ch = _NAMES[layer], self.changes[layer]
+            if layer == "items" and ahead is not None:
+                continue
             if self._spill.any(name, ch):
                 # Every value the editor stages is canonical by construction (sorted keys).
                 layers[layer] = tree.apply_sorted(self.objects, layers[layer] or tree.EMPTY,
@@ -481,13 +496,69 @@ class Editor:
             recipe_id = self.objects.put(RECIPE, self.recipe)
         if layers == self.base.layers and recipe_id == self.base.recipe:
             return None
-        path_changes = ((pk, DELETE if v[1] is None else v)
-                        for pk, v in self._spill.merged(_PATHS, self._paths))
-        new_path_root = tree.apply_sorted(self.objects, self._path_root, path_changes)  # [str, bytes]
+        new_path_root = ahead[1] if ahead is not None else self._build_paths()
         self.folders_root = self._prepare_folders()
         c = Commit(layers=layers, recipe=recipe_id, parents=(self.base_id,), op=self.op,
                    info={}, author=self.author, message=self.message, time=now_iso())
         return c, new_path_root
+
+    def _build_paths(self) -> Digest:
+        """The pending version's filename index root (path key -> [name, item id])."""
+        path_changes = ((pk, DELETE if v[1] is None else v)
+                        for pk, v in self._spill.merged(_PATHS, self._paths))
+        return tree.apply_sorted(self.objects, self._path_root, path_changes)
+
+    def build_items_ahead(self) -> None:
+        """Start building the items layer and the filename index in a helper process.
+
+        For a bulk ingest: its last serial steps are setting annotations and building the
+        layer trees, so the items tree and the filename index (about half of that work) are
+        built on the other core meanwhile. The helper stores its tree nodes itself, ahead
+        of the version like any write-ahead (harmless should the version never come), and
+        answers with the two roots, which ``prepare`` takes. Any later change to an item or
+        a name makes it stale: it is stopped and ``prepare`` builds them here again.
+        Only for edits whose changes are all in memory (a scratch table is not for use
+        across fork) and big enough to be worth a process.
+        """
+        on_disk = self._spill.any(_NAMES["items"], {}) or self._spill.any(_PATHS, {})
+        if (self._ahead is not None or not childproc.can_fork() or on_disk
+                or len(self.changes["items"]) < AHEAD_MIN):
+            return
+        self._ahead = childproc.Child(lambda _inp, out: self._build_in_child(out))
+
+    def _build_in_child(self, out: Any) -> None:
+        objects = self.objects
+        objects.discard()  # the parent's staged objects are the parent's to store
+        with objects.writing_ahead(WRITE_AHEAD_BYTES):
+            base = self.base.layers["items"] or tree.EMPTY
+            items = tree.apply_sorted(objects, base, self._spill.merged(_NAMES["items"], self.changes["items"]))
+            paths = self._build_paths()
+        objects.write_ahead()
+        childproc.write_frame(out, [items, paths])
+
+    def _ahead_roots(self) -> tuple[Digest, Digest] | None:
+        """``build_items_ahead``'s (items root, filename index root); None when there is no
+        helper or it stopped without an answer (then they are built here)."""
+        child, self._ahead = self._ahead, None
+        if child is None:
+            return None
+        try:
+            assert child.out is not None
+            frame = childproc.read_frame(child.out, lambda: StorageError("cut short"))
+        except StorageError:
+            frame = None
+        finally:
+            child.close()
+        if frame is None:
+            return None
+        if frame[0] == "error":
+            childproc.raise_error(frame, StorageError)
+        return Digest(frame[0]), Digest(frame[1])
+
+    def _drop_ahead(self) -> None:
+        if self._ahead is not None:
+            self._ahead.close()
+            self._ahead = None
 
     def run_extra(self, t: Any) -> None:
         """Derived-data writes (stat cache) that ride in the version's transaction."""
@@ -513,5 +584,6 @@ class Editor:
             self.close()
 
     def close(self) -> None:
-        """Let go of the scratch file of a large edit (also done by ``commit``)."""
+        """Let go of the scratch file of a large edit and of a helper (also done by ``commit``)."""
+        self._drop_ahead()
         self._spill.close()

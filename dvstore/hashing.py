@@ -29,6 +29,11 @@ def hash_bytes(data: bytes | memoryview) -> Digest:
     return Digest(blake3(data).digest())
 
 
+def hash_hex(data: bytes, length: int) -> str:
+    """The first ``length`` bytes of ``data``'s blake3 digest, in hex."""
+    return blake3(data).hexdigest(length)
+
+
 def object_id(tag: bytes, payload: bytes) -> Digest:
     """Return the id of a typed object: blake3(tag + b"\\0" + payload)."""
     h = blake3(tag)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from dvstore import codec, recipes, storer, tree
 from dvstore.edit import Editor
 from dvstore.errors import ImportFormatError, InvalidNameError, UsageError
-from dvstore.hashing import Digest, hash_bytes
+from dvstore.hashing import Digest, hash_hex
 from dvstore.io import imageinfo
 from dvstore.model import normalize_dir, normalize_filename
 from dvstore.statcache import cache_hit, cache_key, lookup_stat, stat_entry
@@ -209,6 +209,7 @@ def _ingest(editor: Editor, files: Files, source: _Annotations, small: storer.St
                     if progress is not None and (i % PROGRESS_EVERY == 0 or i == total):
                         progress(i, total)
         small.end()  # the storers commit their last blobs while the annotations are finished
+    editor.build_items_ahead()  # and the items tree is built on the other core
     applier.finish()
     small.wait()  # every small blob durable before the version can name it
 
@@ -477,18 +478,27 @@ def _encoded_annset(editor: Editor, iid: bytes, anns: list[Any]) -> bytes | None
     (``coco.EncodedAnnotation.split``)."""
     if not anns:
         return None
-    # Re-importing the same COCO file must not mint new ids (it would look like a change).
-    entries = []
-    for coco_id, head, tail in anns:
-        key = codec.encode_canonical(hash_bytes(iid + b"coco:" + str(coco_id).encode())[:12].hex())
-        entries.append((key, head, tail, coco_id))
-    entries.sort(key=_first)  # encoded keys of one length sort as their strings do
+    # Re-importing the same COCO file must not mint new ids (it would look like a change):
+    # an annotation's id is the first 12 bytes of blake3(item id + "coco:" + COCO id), in hex,
+    # here encoded at once (a 24-character string: fixstr header 0xb8).
+    seed = iid + b"coco:"
+    if len(anns) == 1:
+        [(coco_id, head, tail)] = anns
+        key = _ID_STR24 + hash_hex(seed + str(coco_id).encode(), 12).encode()
+        one: bytes = _ONE + key + head + key + tail
+        return one
+    entries = sorted(((_ID_STR24 + hash_hex(seed + str(coco_id).encode(), 12).encode(), head, tail, coco_id)
+                      for coco_id, head, tail in anns), key=_first)  # keys of one length sort as their strings do
     for (x, *_), (y, _h, _t, coco_id) in zip(entries, entries[1:]):
         if x == y:
             raise ImportFormatError(f"two COCO annotations with id {coco_id!r} on {editor._name_of(iid)}")
     # A map's canonical encoding: its header, then each key and value in key order (the key
     # is the annotation's id, which it also holds).
     return codec.map_header(len(entries)) + b"".join([k + head + k + tail for k, head, tail, _ in entries])
+
+
+_ID_STR24 = codec.encode_canonical("0" * 24)[:1]
+_ONE = codec.map_header(1)
 
 
 def _first(entry: tuple[bytes, bytes, bytes, Any]) -> bytes:

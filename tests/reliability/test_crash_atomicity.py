@@ -341,6 +341,7 @@ def _run_point(op: Op, base: Path, idx: int, kind: str, spec: Any, pool: Any) ->
     dvs_dir = str(work / ".dvs")
     argv = op.argv(dvs_dir)
     env = {k: v for k, v in os.environ.items() if k not in ("DVS_STORE", "DVS_DEBUG")}
+    env["DVS_AHEAD_MIN"] = "8"  # add's items tree is built by its helper process, as in a big ingest
     try:
         if kind == "strace":
             syscall, n = spec
@@ -356,8 +357,9 @@ def _run_point(op: Op, base: Path, idx: int, kind: str, spec: Any, pool: Any) ->
             proc.send_signal(signal.SIGKILL)
             _, err = proc.communicate(timeout=120)
             rc = proc.returncode
-        # strace -f also kills ``dvs add``'s helper processes (``storer``): the command then
-        # fails with its one error line (exit 6) and must leave the old version, as a kill does.
+        # strace -f also kills ``dvs add``'s helper processes. A storer's death fails the
+        # command with its one error line (exit 6), which must leave the old version, as a
+        # kill does; the items-tree helper's is made up for by building the tree here (exit 0).
         helper_killed = rc == 6 and "error: the process storing the files stopped without an answer" in err
         if rc not in (0, -signal.SIGKILL) and not helper_killed:
             return "bad", f"{kind} {spec}: unexpected exit {rc}: {err[-500:]}"

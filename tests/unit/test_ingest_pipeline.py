@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from blake3 import blake3
 
-from dvstore import ingest, statcache, storer
+from dvstore import edit, ingest, statcache, storer
 from dvstore.api import Store
+from dvstore.edit import Editor
 from dvstore.errors import StorageError, UsageError
 from dvstore.storage import blobs as blobs_mod
 
@@ -282,3 +283,145 @@ def test_dataloop_json_named_after_the_stem_or_the_full_name(tmp_path: Path) -> 
     assert [a["label"] for a in ds.items.get("/a/1.jpg").annotations] == ["cat"]
     assert [a["label"] for a in ds.items.get("/a/2.png").annotations] == ["cat"]
     assert ds.items.get("/x.jpg").annotations == [] and ds.items.get("/x.png").annotations == []
+
+
+def _new_items(e: Editor, n: int, start: int = 0) -> None:
+    for i in range(start, start + n):
+        e.add_bytes(f"/d{i % 7}/f{i:05d}", b"%d" % i)
+
+
+def _serial_roots(e: Editor) -> tuple[bytes, bytes]:
+    """The items root and filename index root built here, as without a helper."""
+    from dvstore import tree
+    from dvstore.edit import _NAMES
+
+    items = tree.apply_sorted(e.objects, e.base.layers["items"] or tree.EMPTY,
+                              e._spill.merged(_NAMES["items"], e.changes["items"]))
+    return items, e._build_paths()
+
+
+@pytest.mark.parametrize("base_items", [0, 50])
+def test_items_built_ahead_equal_the_ones_built_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      base_items: int) -> None:
+    monkeypatch.setattr(edit, "AHEAD_MIN", 10)
+    store = Store.init(str(tmp_path / "store"))
+    ds = store.datasets.create("ds")
+    if base_items:
+        with ds.edit("base") as e:
+            _new_items(e, base_items, start=10_000)
+    with ds.edit("add") as e:
+        _new_items(e, 300)
+        e.build_items_ahead()
+        assert e._ahead is not None  # a helper builds them
+        want = _serial_roots(e)
+        assert e._ahead_roots() == want
+        assert e._ahead is None
+    # And through the whole path: the version is complete and every node is stored.
+    with ds.edit("more") as e:
+        _new_items(e, 300, start=300)
+        e.build_items_ahead()
+    assert len(ds.items.list()) == 600 + base_items
+    assert store.fsck().ok
+
+
+def test_a_change_after_the_helper_started_makes_it_stale(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(edit, "AHEAD_MIN", 10)
+    store = Store.init(str(tmp_path / "store"))
+    ds = store.datasets.create("ds")
+    with ds.edit("add") as e:
+        _new_items(e, 100)
+        e.build_items_ahead()
+        child = e._ahead
+        assert child is not None
+        e.set_hidden("/d0/f00000", True)  # an item changes: the helper's tree would miss it
+        assert e._ahead is None and child.pid == 0  # stopped and reaped
+        e.build_items_ahead()
+        e.add_bytes("/late", b"late")  # a new name too
+        assert e._ahead is None
+    assert ds.items.get("/d0/f00000").hidden and ds.items.get("/late").read() == b"late"
+    assert len(ds.items.list()) == 100  # 101 items, the hidden one not listed
+    assert store.fsck().ok
+
+
+def test_a_helper_that_dies_leaves_the_build_to_the_editor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import signal
+
+    monkeypatch.setattr(edit, "AHEAD_MIN", 10)
+    store = Store.init(str(tmp_path / "store"))
+    ds = store.datasets.create("ds")
+    with ds.edit("add") as e:
+        _new_items(e, 100)
+        e.build_items_ahead()
+        assert e._ahead is not None
+        os.kill(e._ahead.pid, signal.SIGKILL)
+    assert len(ds.items.list()) == 100
+    assert store.fsck().ok
+
+
+def test_no_helper_for_a_small_edit_or_without_fork(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = Store.init(str(tmp_path / "store"))
+    ds = store.datasets.create("ds")
+    with ds.edit("add") as e:
+        _new_items(e, 100)
+        e.build_items_ahead()  # below AHEAD_MIN
+        assert e._ahead is None
+    monkeypatch.setattr(edit, "AHEAD_MIN", 10)
+    monkeypatch.setenv("DVS_NO_FORK", "1")
+    with ds.edit("more") as e:
+        _new_items(e, 100, start=100)
+        e.build_items_ahead()
+        assert e._ahead is None
+    assert len(ds.items.list()) == 200
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_a_coco_annotation_set_is_the_canonical_map_of_its_annotations(tmp_path: Path, n: int) -> None:
+    from dvstore import codec
+    from dvstore.errors import ImportFormatError
+    from dvstore.hashing import hash_bytes
+
+    store = Store.init(str(tmp_path / "store"))
+    ds = store.datasets.create("ds")
+    iid = bytes(range(16))
+    anns = []
+    for k in range(n):
+        head, tail = _box_parts(k)
+        anns.append([900 - k, head, tail])
+    with ds.edit("x") as e:
+        got = ingest._encoded_annset(e, iid, anns)
+        want = {}
+        for coco_id, head, tail in anns:
+            aid = hash_bytes(iid + b"coco:" + str(coco_id).encode())[:12].hex()
+            want[aid] = codec.decode(head + codec.encode_canonical(aid) + tail)
+        assert got == codec.encode(want)
+        if n > 1:
+            with pytest.raises(ImportFormatError, match="two COCO annotations with id"):
+                ingest._encoded_annset(e, iid, [anns[0], [str(anns[0][0]), *anns[1][1:]]])
+
+
+def _box_parts(k: int) -> tuple[bytes, bytes]:
+    """(head, tail) of a stored box annotation around its id, as the COCO reader gives them."""
+    from dvstore import codec
+
+    head = codec.map_header(3) + codec.encode_canonical("coordinates") + codec.encode_canonical([k, k + 1])
+    head += codec.encode_canonical("id")
+    tail = codec.encode_canonical("label") + codec.encode_canonical(f"c{k}")
+    return head, tail
+
+
+def test_adding_the_same_coco_file_again_changes_nothing(tmp_path: Path) -> None:
+    import json
+
+    files = _files(tmp_path / "src", 40)
+    coco = {"images": [{"id": i, "file_name": os.path.basename(p)} for i, (p, _) in enumerate(files)],
+            "categories": [{"id": 1, "name": "thing"}],
+            "annotations": [{"id": 1000 + i * 3 + k, "image_id": i, "category_id": 1, "bbox": [k, 2, 3, 4]}
+                            for i in range(len(files)) for k in range(i % 3)]}
+    (tmp_path / "coco.json").write_text(json.dumps(coco))
+    store = Store.init(str(tmp_path / "store"))
+    ds = store.datasets.create("ds")
+    for _ in range(2):
+        with ds.edit("add") as e:
+            ingest.ingest(e, [str(tmp_path / "src")], annotations=str(tmp_path / "coco.json"), fmt="coco")
+    assert e.committed is None  # the second add found every annotation id unchanged
+    assert [len(ds.items.get("/" + os.path.basename(p)).annotations) for p, _ in files[:3]] == [0, 1, 2]
