@@ -35,15 +35,16 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from dvstore.codec import decode, encode_canonical, map_header, sort_maps
 from dvstore.errors import ImportFormatError, InvalidNameError
 from dvstore.io.dataloop import (
+    JSON_CHUNK,
     MAX_JSON_DEPTH,
+    JsonChunks,
     check_storable,
     check_storable_part,
-    read_json_text,
     reject_constant,
 )
 from dvstore.io.imageinfo import encode_png
@@ -118,18 +119,24 @@ _TAIL_TYPE = {t: encode_canonical("user") + encode_canonical({}) + encode_canoni
               for t in ("binary", "box", "segment")}
 
 
-def load_coco(path: str | os.PathLike[str], *, encoded: bool = False) -> CocoImport:
+def load_coco(path: str | os.PathLike[str], *, encoded: bool = False, chunk: int = JSON_CHUNK,
+              spill: Spiller | None = None) -> CocoImport:
     """Read a COCO instances file.
 
-    The file is read as a stream of records: each image, annotation and category is
-    parsed, checked and converted on its own, so memory follows the converted result, not
-    the parsed document (about a tenth of it with ``encoded``).
+    The file is read a chunk at a time as a stream of records: each image, annotation and
+    category is parsed, checked and converted on its own, so memory follows the converted
+    result, not the file (about a tenth of it with ``encoded``), and a ``spill`` bounds
+    even that.
 
     Args:
         path: The COCO JSON file. Its ``file_name`` values are relative to the directory
             being added (CLI.md), not to the file itself.
         encoded: Give annotations as ``EncodedAnnotation`` and no image records (bulk
             ingest).
+        chunk: Bytes of the file read at a time.
+        spill: Where images and annotations go once too many are held (``encoded`` only;
+            ``coco_spill``). If it took any, the result's ``by_file`` is empty: the
+            spill gives them.
 
     Returns:
         The labels, per-file annotations, image and category records.
@@ -141,14 +148,14 @@ def load_coco(path: str | os.PathLike[str], *, encoded: bool = False) -> CocoImp
             malformed box, polygon or RLE. The message names the file and the entry.
     """
     where = str(path)
-    text, suspect = read_json_text(path)
-    b = _Builder(where, keep_images=not encoded)
-    _stream(text, where, b, suspect)
+    b = _Builder(where, keep_images=not encoded, spill=spill if encoded else None)
+    with JsonChunks(path, chunk) as src:
+        _stream(src, where, b)
     if b.bad_references():
         # Read again, checking each annotation against what the whole file defines, to
         # name the first bad one in file order (rare: not worth an index per annotation).
-        _stream(text, where, _Builder(where, keep_images=False, known=b), suspect)
-    del text
+        with JsonChunks(path, chunk) as src:
+            _stream(src, where, _Builder(where, keep_images=False, known=b))
     return b.finish(encoded)
 
 
@@ -169,10 +176,18 @@ def parse_coco(doc: Any, where: str = "<coco>") -> CocoImport:
 
 _WS = re.compile(r"[ \t\n\r]*")
 _STREAMED = ("images", "annotations", "categories")
+# A decode that ends this close to the end of the text read so far may have been cut by it
+# (a number's digits, "-Infinity"): read more and decode again.
+_MARGIN = 16
 
 
-def _stream(text: str, where: str, b: _Builder, suspect: bool) -> None:
-    """Feed the top-level object of ``text`` to ``b``, one list element at a time.
+def _stream(src: JsonChunks, where: str, b: _Builder) -> None:
+    """Feed the top-level object of ``src``'s text to ``b``, one list element at a time.
+
+    The text is a window on the file: ``text`` holds what is read and not yet consumed,
+    ``more`` drops what is consumed and reads on. A decode that fails or ends near the end
+    of the window is retried with more text, unless the file has ended: only then is it an
+    error. Errors' line and column count what was dropped.
 
     This loop runs once per image and per annotation, so it avoids per-record work that is
     only needed on bad input: a record's nesting depth is counted only when its text holds
@@ -181,18 +196,57 @@ def _stream(text: str, where: str, b: _Builder, suspect: bool) -> None:
     dec = json.JSONDecoder(parse_constant=reject_constant)
     decode_at = dec.raw_decode
     match = _WS.match
-    count = text.count
     blank = " \t\n\r"
+    text = ""
+    size = 0  # len(text)
+    eof = False
+    suspect = False
+    lines = 0  # newlines dropped
+    column = 0  # characters dropped since the last of them
 
-    def ws(i: int) -> int:  # the first non-blank position at or after i
+    def more(i: int) -> int:  # drop text[:i], read on; i's new position (0)
+        nonlocal text, size, eof, suspect, lines, column
+        n = text.count("\n", 0, i)
+        if n:
+            lines += n
+            column = i - text.rfind("\n", 0, i) - 1
+        else:
+            column += i
+        # At least as much again as is kept: a long value is read in O(its length).
+        text = text[i:] + src.read(max(src.chunk, size - i))
+        size, eof, suspect = len(text), src.eof, src.suspect
+        return 0
+
+    def ws(i: int) -> int:  # the first non-blank position at or after i (size at the end)
         m = match(text, i)
         assert m is not None  # the pattern matches the empty string
-        return m.end()
+        i = m.end()
+        while i == size and not eof:
+            more(i)  # (before reading ``text`` again: it is another string now)
+            m = match(text, 0)
+            assert m is not None
+            i = m.end()
+        return i
+
+    def raw(i: int) -> tuple[Any, int, int]:  # the JSON value at i, read on until whole; its span
+        while True:
+            try:
+                v, end = decode_at(text, i)
+            except json.JSONDecodeError as e:
+                # Cut by the window: the parser fails at its end, or at the start of a
+                # string it could not find the end of.
+                if eof or (e.pos < size - _MARGIN and not e.msg.startswith("Unterminated string")):
+                    raise
+                i = more(i)
+                continue
+            if end + _MARGIN <= size or eof:
+                return v, i, end
+            i = more(i)
 
     def value(i: int, depth: int, key: str, n: int | None) -> tuple[Any, int]:
-        v, end = decode_at(text, i)
+        v, i, end = raw(i)
         # Over-counting (brackets inside strings) only costs the full check.
-        if suspect or count("[", i, end) + count("{", i, end) > MAX_JSON_DEPTH - depth:
+        if suspect or text.count("[", i, end) + text.count("{", i, end) > MAX_JSON_DEPTH - depth:
             at = "$" if not key else f"$.{key}" if n is None else f"$.{key}[{n}]"
             check_storable_part(v, where, at, depth, suspect)
         return v, end
@@ -204,7 +258,7 @@ def _stream(text: str, where: str, b: _Builder, suspect: bool) -> None:
         return c
 
     try:
-        i = ws(0)
+        i = ws(more(0))
         if text[i:i + 1] != "{":
             value(i, 0, "", None)  # a JSON error if it is one, else:
             raise ImportFormatError(f"{where}: a COCO file must be a JSON object")
@@ -215,7 +269,7 @@ def _stream(text: str, where: str, b: _Builder, suspect: bool) -> None:
         else:
             while True:
                 expect(i, '"', "Expecting property name enclosed in double quotes")
-                key, i = decode_at(text, i)
+                key, _, i = raw(i)
                 i = ws(i)
                 expect(i, ":", "Expecting ':' delimiter")
                 i = ws(i + 1)
@@ -239,7 +293,7 @@ def _stream(text: str, where: str, b: _Builder, suspect: bool) -> None:
                                 c = text[i:i + 1]
                             if c == ",":
                                 i += 1
-                                if text[i:i + 1] in blank:  # "" (the end) too: raw_decode names it
+                                if text[i:i + 1] in blank:  # "" (the end) too: ws reads on
                                     i = ws(i)
                             elif c == "]":
                                 i += 1
@@ -255,26 +309,54 @@ def _stream(text: str, where: str, b: _Builder, suspect: bool) -> None:
                     i += 1
                     break
                 i = ws(i + 1)
-        if ws(i) != len(text):
+        if ws(i) != size:
             raise json.JSONDecodeError("Extra data", text, i)
     except json.JSONDecodeError as e:
-        raise ImportFormatError(f"{where}: not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+        # e.doc is the window the error was found in: add what was dropped before it.
+        line = lines + e.doc.count("\n", 0, e.pos) + 1
+        col = e.colno if line > lines + 1 else column + e.pos + 1
+        raise ImportFormatError(f"{where}: not valid JSON: {e.msg} at line {line} column {col}") from None
     except RecursionError:
         raise ImportFormatError(f"{where}: JSON nested too deeply") from None
     except ValueError as e:  # from the parser's hooks
         raise ImportFormatError(f"{where}: {e}") from None
 
 
+class Spiller(Protocol):
+    """Where a ``_Builder`` moves its images and annotations once it holds ``limit`` of them
+    (``coco_spill.CocoSpill``). Once ``active`` (it took some), the builder's ``file_of``,
+    ``images`` (``file_name`` -> image index in the file) and ``by_image`` hold only what
+    came since, and the checks that look for an earlier image ask the spill too."""
+
+    limit: int
+    active: bool
+
+    def take(self, b: _Builder) -> None:
+        """Move what ``b`` holds (and empty it)."""
+
+    def has_image(self, image_id: Any) -> bool:
+        """Did it take an image with this id?"""
+
+    def has_file_name(self, name: str) -> bool:
+        """Did it take an image with this ``file_name``?"""
+
+    def bad_references(self, b: _Builder) -> bool:
+        """``_Builder.bad_references`` for what it took, once it took all."""
+
+
 class _Builder:
     """Checks and converts COCO records in whatever order the file has them."""
 
-    def __init__(self, where: str, *, keep_images: bool, known: _Builder | None = None) -> None:
+    def __init__(self, where: str, *, keep_images: bool, known: _Builder | None = None,
+                 spill: Spiller | None = None) -> None:
         self.where = where
         self.keep_images = keep_images
         self.known = known  # a builder that read the whole file: check annotations against it
+        self.spill = spill
+        self.held = 0  # images and annotations in memory, counted only for a spill
         self.present: set[str] = set()
         self.categories: dict[Any, dict[str, Any]] = {}
-        self.images: dict[str, dict[str, Any]] = {}
+        self.images: dict[str, Any] = {}
         self.file_of: dict[Any, str] = {}
         self.by_image: dict[Any, list[EncodedAnnotation]] = {}
 
@@ -318,12 +400,19 @@ class _Builder:
         img_id = _coco_id(img, "id", where, at)
         at = f"images[{i}] (id {img_id!r})"
         name = _file_name(img.get("file_name"), where, at)
-        if img_id in self.file_of:
+        spill = self.spill
+        if img_id in self.file_of or (spill is not None and spill.active and spill.has_image(img_id)):
             raise ImportFormatError(f"{where}: {at}: duplicate image id")
-        if name in self.images:
+        if name in self.images or (spill is not None and spill.active and spill.has_file_name(name)):
             raise ImportFormatError(f"{where}: {at}: file_name {name!r} appears twice")
         self.file_of[img_id] = name
-        self.images[name] = img if self.keep_images else _NO_RECORD
+        if spill is None:
+            self.images[name] = img if self.keep_images else _NO_RECORD
+        else:
+            self.images[name] = i  # the spill reports item-name clashes by image index
+            self.held += 1
+            if self.held >= spill.limit:
+                spill.take(self)
 
     def annotation(self, i: int, ann: Any) -> None:
         # Once per annotation: the checks of well-formed ids are inline, and the entry's name
@@ -338,7 +427,7 @@ class _Builder:
             _coco_id(ann, "category_id", self.where, at)
         where, at = self.where, f"annotations[{i}] (id {ann_id!r})"
         if self.known is not None:
-            if image_id not in self.known.file_of:
+            if not self.known.has_image(image_id):
                 raise ImportFormatError(f"{where}: {at}: image_id {image_id!r} names no image")
             if category_id not in self.known.categories:
                 raise ImportFormatError(f"{where}: {at}: category_id {category_id!r} names no category")
@@ -350,6 +439,15 @@ class _Builder:
         if anns is None:
             anns = self.by_image[image_id] = []
         anns.append(EncodedAnnotation(ann_id, category_id, head, tail))
+        if self.spill is not None:
+            self.held += 1
+            if self.held >= self.spill.limit:
+                self.spill.take(self)
+
+    def has_image(self, image_id: Any) -> bool:
+        """Has the file an image with this id (once it is all read)?"""
+        spill = self.spill
+        return image_id in self.file_of or (spill is not None and spill.active and spill.has_image(image_id))
 
     def bad_references(self) -> bool:
         """Does some annotation name an image or a category the file does not define?
@@ -358,12 +456,16 @@ class _Builder:
         """
         if "images" not in self.present:
             raise ImportFormatError(f"{self.where}: missing 'images': not a COCO instances file")
+        if self.spill is not None and self.spill.active:
+            self.spill.take(self)  # the rest: it checks all it took
+            return self.spill.bad_references(self)
         cats = self.categories
         return any(image_id not in self.file_of or any(a.label not in cats for a in anns)
                    for image_id, anns in self.by_image.items())
 
     def finish(self, encoded: bool) -> CocoImport:
-        """The import, once ``bad_references`` said there are none."""
+        """The import, once ``bad_references`` said there are none (``by_file`` empty if a
+        spill took the images and annotations)."""
         names = {cid: c["name"] for cid, c in self.categories.items()}
         order = sorted(self.categories, key=_id_order)
         labels = list(dict.fromkeys(names[cid] for cid in order))

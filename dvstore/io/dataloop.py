@@ -23,6 +23,7 @@ It must not touch the store, decide item identity, or trust a file name it did n
 
 from __future__ import annotations
 
+import codecs
 import json
 import math
 import os
@@ -69,20 +70,86 @@ def _read_bytes(path: str | os.PathLike[str]) -> bytes:
         raise ImportFormatError(f"{path!r}: cannot read: {e}") from None
 
 
-def read_json_text(path: str | os.PathLike[str]) -> tuple[str, bool]:
-    """Read a JSON file's text for a streaming reader: (text, whether values in it need the
-    full storability check, ``check_storable_part``). Errors as ``read_json_file``."""
-    raw = _read_bytes(path)
-    suspect = _maybe_unstorable(raw)
-    try:
-        return raw.decode("utf-8-sig"), suspect
-    except UnicodeDecodeError as e:
-        raise ImportFormatError(f"{path}: not UTF-8 text (byte {e.start})") from None
+JSON_CHUNK = 8 << 20
+"""Bytes a streaming reader reads at a time (``JsonChunks``)."""
+_BOM = b"\xef\xbb\xbf"
+_OVERLAP = 24  # longer than any pattern _maybe_unstorable looks for (19 digits)
+
+
+class JsonChunks:
+    """A JSON file's text read a chunk at a time, for a streaming reader.
+
+    The rules of ``read_json_file`` hold as the file is read: a UTF-8 byte order mark is
+    skipped; bytes that are not UTF-8 are an error naming their offset past the mark (as
+    ``bytes.decode("utf-8-sig")`` counts it), a character cut by a chunk boundary being
+    completed by the next chunk; and ``suspect`` turns true once the bytes read so far
+    could hold a value ``check_storable`` refuses (``_maybe_unstorable`` is run on each
+    chunk with the end of the one before, so a digit run cut by a boundary is still seen).
+    A value is only checked once all of its text has been read, so ``suspect`` is true by
+    then if that text is suspect.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], chunk: int = JSON_CHUNK) -> None:
+        self.path = path
+        self.chunk = chunk
+        self.suspect = False
+        self.eof = False
+        try:
+            self._file = open(path, "rb")  # noqa: SIM115 (closed by close())
+        except OSError as e:
+            raise ImportFormatError(f"{path}: cannot read: {e.strerror or e}") from None
+        except ValueError as e:  # a NUL byte in the path
+            raise ImportFormatError(f"{path!r}: cannot read: {e}") from None
+        self._decoder = codecs.getincrementaldecoder("utf-8")()
+        self._fed = 0  # bytes given to the decoder
+        self._overlap = b""
+        try:
+            head = self._raw(3)
+        except ImportFormatError:
+            self._file.close()
+            raise
+        self._head = b"" if head == _BOM else head
+
+    def __enter__(self) -> JsonChunks:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _raw(self, n: int) -> bytes:
+        try:
+            return self._file.read(n)
+        except OSError as e:
+            raise ImportFormatError(f"{self.path}: cannot read: {e.strerror or e}") from None
+
+    def read(self, size: int = 0) -> str:
+        """The text of about the next ``size`` bytes (``chunk`` if 0); "" only at the end
+        of the file, which sets ``eof``."""
+        while not self.eof:
+            raw = self._head + self._raw(max(size or self.chunk, 1))
+            self._head = b""
+            if not self.suspect:
+                seen = self._overlap + raw
+                self.suspect = _maybe_unstorable(seen)
+                self._overlap = seen[-_OVERLAP:]
+            pending = len(self._decoder.getstate()[0])
+            try:
+                text = self._decoder.decode(raw, final=not raw)
+            except UnicodeDecodeError as e:
+                raise ImportFormatError(f"{self.path}: not UTF-8 text (byte {self._fed - pending + e.start})") from None
+            self._fed += len(raw)
+            self.eof = not raw
+            if text:
+                return text
+        return ""
+
+    def close(self) -> None:
+        self._file.close()
 
 
 def check_storable_part(value: Any, where: str, at: str, depth: int, suspect: bool) -> None:
     """``check_storable`` for a value a streaming reader found at JSON path ``at``, ``depth``
-    levels down its document; ``suspect`` as ``read_json_text`` said of the whole text."""
+    levels down its document; ``suspect`` as ``JsonChunks.suspect`` said once the value was read."""
     if suspect or _depth(value, depth) > MAX_JSON_DEPTH:
         _check(value, where, at, depth)
 
