@@ -154,7 +154,7 @@ def ingest(editor: Editor, paths: list[str], *, to: str = "/", annotations: str 
     # The helpers are forked before the walk: a child keeps (as its own memory, once the
     # parent writes to them) the pages of the parent's heap at the fork, and the walk's file
     # list grows with the number of files.
-    with _Annotations(annotations, fmt, to) as source, storer.start(editor.repo) as small:
+    with _Annotations(annotations, fmt, to, editor.repo.blobs.tmp) as source, storer.start(editor.repo) as small:
         files = walk(paths, to)
         source.load()  # a Dataloop json/ folder, once the paths are known good
         return _ingest(editor, files, source, small, progress)
@@ -342,9 +342,10 @@ class _Applier:
 
 class _Annotations:
     """The annotation file of an ``add``: a COCO file is read by a child process while the
-    files are stored (``coco_child``), a Dataloop json/ folder at once."""
+    files are stored (``coco_child``; a big one's records wait in ``tmpdir``), a Dataloop
+    json/ folder at once."""
 
-    def __init__(self, annotations: str | None, fmt: str | None, to: str) -> None:
+    def __init__(self, annotations: str | None, fmt: str | None, to: str, tmpdir: str | None = None) -> None:
         self.path = annotations
         base = normalize_dir(to)
         self.prefix = "" if base == "/" else base
@@ -356,7 +357,7 @@ class _Annotations:
         if annotations is not None and fmt == "coco":
             from dvstore.io.coco_child import CocoReader
 
-            self.reader = CocoReader(annotations, self.prefix)
+            self.reader = CocoReader(annotations, self.prefix, tmpdir)
 
     def load(self) -> None:
         """Read annotations that are not read in the background (a Dataloop json/ folder)."""

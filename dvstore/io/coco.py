@@ -394,6 +394,8 @@ class _Builder:
         self.categories[cid] = cat
 
     def image(self, i: int, img: Any) -> None:
+        if self.known is not None:
+            return  # checked by the first reading, which holds them
         where, at = self.where, f"images[{i}]"
         if not isinstance(img, dict):
             raise ImportFormatError(f"{where}: {at}: an image must be an object")

@@ -15,20 +15,30 @@ frames:
 The parent reads those frames only as its loop reaches their names (``entries``), so it
 holds one frame, not the file's annotations; the reader waits on the pipe meanwhile.
 
+The reader's own memory is bounded too: it reads the file a chunk at a time, and past
+``coco_spill.LIMIT`` images and annotations it moves them to a scratch table in the store's
+``tmp/`` (given as ``tmpdir``; without one they stay in memory) and walks that table for
+the frames. The table is deleted once the frames are sent, or on an error; a reader killed
+by ``close`` leaves it, and ``close`` deletes it then.
+
 The parent calls ``poll`` between batches of files, so a malformed COCO file still fails
-the command early. Where ``fork`` is missing (or
-``DVS_NO_FORK=1``) the file is read in the parent, at once.
+the command early. Where ``fork`` is missing (or ``DVS_NO_FORK=1``) the file is read and
+checked in the parent, at once, and the frames are made as they are iterated.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import glob
+import os
+from collections.abc import Generator, Iterator
 from typing import Any, BinaryIO
 
 from dvstore import childproc
 from dvstore.errors import ImportFormatError, InvalidNameError
 from dvstore.io import coco
+from dvstore.io.coco_spill import CocoSpill
 from dvstore.model import normalize_filename
+from dvstore.storage.db import SCRATCH_PREFIX
 
 BATCH = 1024
 
@@ -37,19 +47,20 @@ Entry = tuple[str, list[Any]]  # (item name, [[coco_id, head, tail], ...])
 
 class CocoReader:
     """A COCO file being read in the background, for files added under ``prefix`` ("" or
-    "/dir"): ``labels()`` once it is read, then ``entries()``."""
+    "/dir"): ``labels()`` once it is read, then ``entries()``. A big file's records go to a
+    scratch table in ``tmpdir`` (the store's ``tmp/``) while it is read."""
 
-    def __init__(self, path: str, prefix: str = "") -> None:
+    def __init__(self, path: str, prefix: str = "", tmpdir: str | None = None) -> None:
         self.path = path
+        self.tmpdir = tmpdir
         self._child: childproc.Child | None = None
         self._labels: list[str] | None = None
-        self._entries: list[Entry | None] | None = None  # read in this process
+        self._frames: Generator[Any, None, None] | None = None  # read in this process
         if not childproc.can_fork():
-            imp = coco.load_coco(path, encoded=True)
-            self._entries = _entries(imp, prefix, path)
-            self._labels = list(imp.labels)
+            self._frames = _frames(path, prefix, tmpdir)
+            self._labels = list(next(self._frames)[1])
             return
-        self._child = childproc.Child(lambda _inp, out: _child(path, prefix, out))
+        self._child = childproc.Child(lambda _inp, out: _child(path, prefix, tmpdir, out))
 
     @property
     def _pid(self) -> int:
@@ -81,11 +92,9 @@ class CocoReader:
     def entries(self) -> Iterator[Entry]:
         """Each image's (item name, annotations), in item-name order, read as iterated."""
         self.labels()
-        if self._entries is not None:
-            for i, entry in enumerate(self._entries):
-                assert entry is not None
-                self._entries[i] = None  # freed as it is handed out
-                yield entry
+        if self._frames is not None:
+            for frame in self._frames:
+                yield from frame
             return
         while (frame := self._read()) is not None:
             yield from ((name, anns) for name, anns in frame)
@@ -108,10 +117,17 @@ class CocoReader:
         self._labels = list(frame[1])
 
     def close(self) -> None:
-        """Stop the child if it still runs and reap it."""
+        """Stop the child if it still runs and reap it; delete its scratch table if it was
+        stopped before it could."""
+        if self._frames is not None:
+            self._frames.close()  # (its scratch table deleted)
         if self._child is not None:
+            pid = self._child.pid
             self._child.close()
             self._child = None
+            if self.tmpdir is not None and pid:
+                for left in glob.glob(os.path.join(glob.escape(self.tmpdir), f"{SCRATCH_PREFIX}{pid}-*.mdb")):
+                    os.unlink(left)
 
 
 def _entries(imp: coco.CocoImport, prefix: str, path: str) -> list[Entry | None]:
@@ -132,14 +148,45 @@ def _entries(imp: coco.CocoImport, prefix: str, path: str) -> list[Entry | None]
     return entries
 
 
-def _child(path: str, prefix: str, out: BinaryIO) -> None:
+def _frames(path: str, prefix: str, tmpdir: str | None) -> Generator[Any, None, None]:
+    """The reader's frames: ``["ok", labels]`` once the file is read and checked, then the
+    entries in lists of up to ``BATCH``. Errors are raised before the first frame."""
+    spill = None if tmpdir is None else CocoSpill(tmpdir, prefix, path)
     try:
-        imp = coco.load_coco(path, encoded=True)
-    except (MemoryError, RecursionError) as e:
-        raise ImportFormatError(f"{path}: cannot read: {type(e).__name__}") from None
-    entries = _entries(imp, prefix, path)
-    childproc.write_frame(out, ["ok", imp.labels])
-    out.flush()  # the parent learns the file is good now, and reads the rest as it needs it
-    for lo in range(0, len(entries), BATCH):
-        childproc.write_frame(out, entries[lo:lo + BATCH])
-        entries[lo:lo + BATCH] = [None] * min(BATCH, len(entries) - lo)  # sent: freed here
+        try:
+            imp = coco.load_coco(path, encoded=True, spill=spill)
+        except (MemoryError, RecursionError) as e:
+            raise ImportFormatError(f"{path}: cannot read: {type(e).__name__}") from None
+        if spill is None or not spill.active:
+            entries = _entries(imp, prefix, path)
+            yield ["ok", imp.labels]
+            for lo in range(0, len(entries), BATCH):
+                frame = entries[lo:lo + BATCH]
+                entries[lo:lo + BATCH] = [None] * len(frame)  # handed out: freed here
+                yield frame
+            return
+        spill.check_names()
+        yield ["ok", imp.labels]
+        labels = {c["id"]: c["name"] for c in imp.categories}
+        frame = []
+        for entry in spill.entries(labels):
+            frame.append(entry)
+            if len(frame) == BATCH:
+                yield frame
+                frame = []
+        if frame:
+            yield frame
+    finally:
+        if spill is not None:
+            spill.close()
+
+
+def _child(path: str, prefix: str, tmpdir: str | None, out: BinaryIO) -> None:
+    frames = _frames(path, prefix, tmpdir)
+    try:
+        childproc.write_frame(out, next(frames))
+        out.flush()  # the parent learns the file is good now, and reads the rest as it needs it
+        for frame in frames:
+            childproc.write_frame(out, frame)
+    finally:
+        frames.close()  # the scratch table deleted before the parent sees the pipe's end
