@@ -99,7 +99,7 @@ class EncodedAnnotation:
         """``(head, tail)``: the canonical encoding of the annotation with id ``i`` is
         ``head + encode_canonical(i) + tail`` (once the label is known)."""
         body, cut = self.body, self.cut
-        return body[:cut], _LABEL_KEY + encode_canonical(self.label) + body[cut:]
+        return body[:cut], label_part(self.label) + body[cut:]
 
     def encode(self, annotation_id: str) -> bytes:
         """The canonical encoding of the annotation with ``annotation_id`` as its id."""
@@ -108,6 +108,13 @@ class EncodedAnnotation:
 
 
 _LABEL_KEY = encode_canonical("label")
+
+
+def label_part(label: str) -> bytes:
+    """What ``EncodedAnnotation.split``'s tail starts with for ``label``: the rest is the
+    annotation's body from its cut."""
+    return _LABEL_KEY + encode_canonical(label)
+
 # The stored annotation's keys in canonical order: attributes, coordinates, id, label,
 # metadata, type. The head runs up to the id's value, the tail from "metadata" on; both
 # are built from these constant pieces around the encoded coordinates and COCO record.

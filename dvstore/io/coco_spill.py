@@ -15,8 +15,9 @@ length, and a prefix scan of ``a`` + ``d(image id)`` is exact):
 * ``n`` + item name -> ``[d(image id), image index]``: the images by item name. LMDB keys
   are at most 511 bytes: a longer name is keyed by its first ``_NAME_KEY`` bytes and its
   digest, and the few names that share those bytes are sorted by ``entries``;
-* ``a`` + d(image id) + 8-byte sequence -> ``[coco id, category id, head, tail]``: the
-  annotations of each image in file order (``EncodedAnnotation``, label not yet known);
+* ``a`` + d(image id) + 8-byte sequence -> ``[coco id, category id, head, rest]``: the
+  annotations of each image in file order (an ``EncodedAnnotation``'s body cut in two: its
+  tail is ``coco.label_part(label) + rest`` once the label is known);
 * ``p`` + d(image id) -> ``b""``: image ids that annotations named before any image had
   them; ``bad_references`` checks them once the file is read.
 
@@ -36,14 +37,15 @@ from typing import Any
 
 from dvstore.codec import decode, encode_canonical
 from dvstore.errors import ImportFormatError, InvalidNameError
-from dvstore.io.coco import EncodedAnnotation, _Builder
+from dvstore.io.coco import _Builder, label_part
 from dvstore.model import normalize_filename
 from dvstore.storage.db import Scratch
 
-LIMIT = int(os.environ.get("DVS_COCO_SPILL", "131072"))
-"""Images plus annotations held in memory before they move to disk: an encoded annotation
-costs ~300 bytes, an image ~200, so about 40 MiB. A 20,000-image file with 40,000
-annotations stays in memory. The variable is for tests and tuning."""
+LIMIT = int(os.environ.get("DVS_COCO_SPILL", "100000"))
+"""Images plus annotations held in memory before they move to disk: about 40 MiB (an
+encoded box annotation costs ~300 bytes, an image ~250). A 20,000-image file with 40,000
+annotations stays in memory, as it did before there was a spill: reading from disk costs
+time (a third more at 300,000 images). The variable is for tests and tuning."""
 FLUSH = 16384
 """Once spilling, images plus annotations held before the next move to disk."""
 _NAME_KEY = 400
@@ -95,6 +97,11 @@ class CocoSpill:
     def take(self, b: _Builder) -> None:
         """Move ``b``'s images and annotations to disk (in one transaction) and empty them."""
         rows: dict[bytes, bytes] = {}
+
+        def put() -> None:  # a transaction per FLUSH rows, not a copy of all b holds
+            self._scratch.put_many(sorted(rows.items()))
+            rows.clear()
+
         for image_id, file_name in b.file_of.items():
             index = b.images[file_name]
             d = _digest(image_id)
@@ -112,6 +119,8 @@ class CocoSpill:
                 _, other, other_file = decode(held)
                 self._bad_name(other, f"{self.path}: two images name the same item {name} (file_name {other_file!r})")
             rows[key] = encode_canonical([d, index, file_name])
+            if len(rows) >= FLUSH:
+                put()
         for image_id, anns in b.by_image.items():
             d = _digest(image_id)
             if image_id not in b.file_of and not self._has(b"i" + d):
@@ -122,8 +131,10 @@ class CocoSpill:
                 rows[b"a" + d + self._seq.to_bytes(8, "big")] = encode_canonical(
                     [a.coco_id, a.label, body[:cut], body[cut:]])
                 self._seq += 1
+            if len(rows) >= FLUSH:
+                put()
         if rows:
-            self._scratch.put_many(sorted(rows.items()))
+            put()
         b.file_of.clear()
         b.images.clear()
         b.by_image.clear()
@@ -151,6 +162,7 @@ class CocoSpill:
             return key[:1 + _NAME_KEY] if len(key) > 1 + _NAME_KEY else key
 
         scan = self._scratch.scan
+        parts = {cid: label_part(label) for cid, label in labels.items()}
         for _, rows in itertools.groupby(scan(b"n"), group):
             named = []
             for key, v in rows:
@@ -162,8 +174,8 @@ class CocoSpill:
             for name, d in named:
                 anns = []
                 for _, raw in scan(b"a" + d):
-                    coco_id, category, head, tail = decode(raw)
-                    anns.append([coco_id, *EncodedAnnotation(coco_id, labels[category], head, tail).split()])
+                    coco_id, category, head, rest = decode(raw)
+                    anns.append([coco_id, head, parts[category] + rest])
                 yield name, anns
 
     def close(self) -> None:
