@@ -258,6 +258,10 @@ def _stream(src: JsonChunks, where: str, b: _Builder) -> None:
             check_storable_part(v, where, at, depth, suspect)
         return v, end
 
+    def position(doc: str, pos: int) -> tuple[int, int]:  # (line, column) of doc[pos], 1-based
+        n = doc.count("\n", 0, pos)
+        return lines + n + 1, pos - doc.rfind("\n", 0, pos) if n else column + pos + 1
+
     def expect(i: int, chars: str, what: str) -> str:
         c = text[i:i + 1]
         if not c or c not in chars:
@@ -316,12 +320,11 @@ def _stream(src: JsonChunks, where: str, b: _Builder) -> None:
                     i += 1
                     break
                 i = ws(i + 1)
+        line, col = position(text, i)  # (ws may drop the text up to i)
         if ws(i) != size:
-            raise json.JSONDecodeError("Extra data", text, i)
+            raise ImportFormatError(f"{where}: not valid JSON: Extra data at line {line} column {col}")
     except json.JSONDecodeError as e:
-        # e.doc is the window the error was found in: add what was dropped before it.
-        line = lines + e.doc.count("\n", 0, e.pos) + 1
-        col = e.colno if line > lines + 1 else column + e.pos + 1
+        line, col = position(e.doc, e.pos)  # e.doc is the window it was found in
         raise ImportFormatError(f"{where}: not valid JSON: {e.msg} at line {line} column {col}") from None
     except RecursionError:
         raise ImportFormatError(f"{where}: JSON nested too deeply") from None
