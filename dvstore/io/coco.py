@@ -251,7 +251,13 @@ def _stream(src: JsonChunks, where: str, b: _Builder) -> None:
             i = more(i)
 
     def value(i: int, depth: int, key: str, n: int | None) -> tuple[Any, int]:
-        v, i, end = raw(i)
+        try:  # (raw's loop inlined for the usual case: a whole value well inside the window)
+            v, end = decode_at(text, i)
+            whole = end + _MARGIN <= size or eof
+        except json.JSONDecodeError:
+            whole = False
+        if not whole:
+            v, i, end = raw(i)
         # Over-counting (brackets inside strings) only costs the full check.
         if suspect or text.count("[", i, end) + text.count("{", i, end) > MAX_JSON_DEPTH - depth:
             at = "$" if not key else f"$.{key}" if n is None else f"$.{key}[{n}]"
