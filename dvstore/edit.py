@@ -481,20 +481,22 @@ class Editor:
 
     def _prepare(self) -> tuple[Commit, bytes] | None:
         layers: dict[str, bytes | None] = dict(self.base.layers)
-        ahead = self._ahead_roots()
-        if ahead is not None:
-            layers["items"] = ahead[0]
+        helped = self._ahead is not None  # the items layer comes from its helper: built last
         for layer in LAYERS:
             name, ch = _NAMES[layer], self.changes[layer]
-            if layer == "items" and ahead is not None:
-                continue
-            if self._spill.any(name, ch):
+            if self._spill.any(name, ch) and not (helped and layer == "items"):
                 # Every value the editor stages is canonical by construction (sorted keys).
                 layers[layer] = tree.apply_sorted(self.objects, layers[layer] or tree.EMPTY,
                                                   self._spill.merged(name, ch))
         recipe_id = self.base.recipe
         if self.recipe is not None:
             recipe_id = self.objects.put(RECIPE, self.recipe)
+        ahead = self._ahead_roots()
+        if ahead is not None:
+            layers["items"] = ahead[0]
+        elif helped:  # it stopped without an answer
+            layers["items"] = tree.apply_sorted(self.objects, layers["items"] or tree.EMPTY,
+                                                self._spill.merged(_NAMES["items"], self.changes["items"]))
         if layers == self.base.layers and recipe_id == self.base.recipe:
             return None
         new_path_root = ahead[1] if ahead is not None else self._build_paths()

@@ -443,6 +443,11 @@ class _Builder:
             at = f"annotations[{i}] (id {ann_id!r})"
             _coco_id(ann, "image_id", self.where, at)
             _coco_id(ann, "category_id", self.where, at)
+        if self.known is None and ann.keys() == _PLAIN_BOX_KEYS:
+            box = _plain_box(ann)
+            if box is not None:
+                self._add_annotation(ann_id, image_id, category_id, *box)
+                return
         where, at = self.where, f"annotations[{i}] (id {ann_id!r})"
         if self.known is not None:
             if not self.known.has_image(image_id):
@@ -453,6 +458,9 @@ class _Builder:
         ann_type, coordinates, coco = _annotation(ann, where, at)
         head = _HEAD + encode_canonical(coordinates) + _ID_KEY
         tail = _TAIL_COCO + encode_canonical(coco) + _TAIL_TYPE[ann_type]
+        self._add_annotation(ann_id, image_id, category_id, head, tail)
+
+    def _add_annotation(self, ann_id: Any, image_id: Any, category_id: Any, head: bytes, tail: bytes) -> None:
         anns = self.by_image.get(image_id)
         if anns is None:
             anns = self.by_image[image_id] = []
@@ -566,6 +574,30 @@ def _annotation(ann: dict[str, Any], where: str, at: str) -> tuple[str, Any, dic
         if type(v) is dict or (type(v) is list and v and k != "bbox"):  # a bbox holds numbers (checked)
             coco[k] = sort_maps(v)
     return ann_type, coordinates, coco
+
+
+_PLAIN_BOX_KEYS = frozenset(("area", "bbox", "category_id", "id", "image_id", "iscrowd", "segmentation"))
+_BOX_TAIL = _TAIL_TYPE["box"]
+
+
+def _plain_box(ann: dict[str, Any]) -> tuple[bytes, bytes] | None:
+    """``(head, tail)`` (``EncodedAnnotation``'s) of the commonest COCO annotation, a box
+    whose keys are exactly ``_PLAIN_BOX_KEYS`` with no segmentation and numbers where
+    numbers belong, built without ``_annotation``'s general walk (the same bytes); None for
+    anything else, which takes the general path and its checks."""
+    bbox, seg, area, crowd = ann["bbox"], ann["segmentation"], ann["area"], ann["iscrowd"]
+    if not (type(bbox) is list and len(bbox) == 4 and (seg == [] or seg == [[]])
+            and type(area) in _NUMBER_TYPES and type(crowd) is int):
+        return None
+    x, y, w, h = bbox
+    if not (type(x) in _NUMBER_TYPES and type(y) in _NUMBER_TYPES and type(w) in _NUMBER_TYPES
+            and type(h) in _NUMBER_TYPES and w >= 0 and h >= 0):
+        return None
+    coordinates = [{"x": x, "y": y, "z": 0}, {"x": x + w, "y": y + h, "z": 0}]
+    coco = {"area": area, "bbox": bbox, "category_id": ann["category_id"], "id": ann["id"],
+            "iscrowd": crowd, "segmentation": seg}  # sorted keys: canonical as built
+    return (_HEAD + encode_canonical(coordinates) + _ID_KEY,
+            _TAIL_COCO + encode_canonical(coco) + _BOX_TAIL)
 
 
 _NUMBER_TYPES = frozenset((int, float))

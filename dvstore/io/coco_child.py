@@ -135,6 +135,7 @@ def _entries(imp: coco.CocoImport, prefix: str, path: str) -> list[Entry | None]
     files in); empties ``imp.by_file``."""
     out: dict[str, list[Any]] = {}
     by_file = imp.by_file
+    parts = {label: coco.label_part(label) for label in imp.labels}  # split()'s, per label once
     while by_file:
         rel, anns = by_file.popitem()
         try:
@@ -143,7 +144,7 @@ def _entries(imp: coco.CocoImport, prefix: str, path: str) -> list[Entry | None]
             raise ImportFormatError(f"{path}: {e.message}") from None
         if name in out:  # file_names differing only in Unicode normalisation
             raise ImportFormatError(f"{path}: two images name the same item {name} (file_name {rel!r})")
-        out[name] = [[a.coco_id, *a.split()] for a in anns]
+        out[name] = [[a.coco_id, a.body[:a.cut], parts[a.label] + a.body[a.cut:]] for a in anns]
     entries: list[Entry | None] = list(sorted(out.items()))
     return entries
 

@@ -172,3 +172,38 @@ def test_chunked_parse_equals_the_whole_text(tmp_path: Path, doc: dict[str, Any]
     path = tmp_path / "c.json"
     path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + json.dumps(doc, indent=indent, ensure_ascii=ascii_only).encode())
     assert _norm(load_coco(path, chunk=chunk)) == _norm(load_coco(path, chunk=WHOLE))
+
+
+_numbers = st.one_of(st.integers(-(2**53), 2**53), st.floats(-1e9, 1e9, allow_nan=False))
+_sizes = st.one_of(st.integers(0, 2**31), st.floats(0, 1e9, allow_nan=False))
+
+
+@settings(max_examples=300, deadline=None)
+@given(x=_numbers, y=_numbers, w=_sizes, h=_sizes, area=_numbers, crowd=st.integers(0, 1),
+       seg=st.sampled_from([[], [[]]]), ann_id=st.one_of(st.integers(0, 2**40), st.text(min_size=1, max_size=8)),
+       cat=st.integers(1, 5))
+def test_the_plain_box_fast_path_encodes_what_the_general_path_does(x, y, w, h, area, crowd, seg, ann_id,  # type: ignore[no-untyped-def]
+                                                                     cat) -> None:
+    from dvstore.codec import encode_canonical
+    from dvstore.io.coco import _HEAD, _ID_KEY, _TAIL_COCO, _TAIL_TYPE, _annotation, _plain_box
+
+    ann = {"id": ann_id, "image_id": 1, "category_id": cat, "bbox": [x, y, w, h], "area": area,
+           "iscrowd": crowd, "segmentation": seg}
+    kind, coordinates, record = _annotation(dict(ann), "f.json", "annotations[0]")
+    assert kind == "box"
+    want = (_HEAD + encode_canonical(coordinates) + _ID_KEY,
+            _TAIL_COCO + encode_canonical(record) + _TAIL_TYPE[kind])
+    assert _plain_box(ann) == want
+
+
+@pytest.mark.parametrize("change", [
+    {"bbox": [1, 2, -3, 4]}, {"bbox": [1, 2, 3]}, {"bbox": [1, "2", 3, 4]}, {"bbox": [1, 2, 3, True]},
+    {"segmentation": [[1, 2, 3, 4, 5, 6]]}, {"segmentation": {"size": [2, 2], "counts": [4]}},
+    {"area": "big"}, {"iscrowd": True}, {"iscrowd": 1.0},
+])
+def test_anything_but_a_plain_box_takes_the_general_path(change: dict[str, Any]) -> None:
+    from dvstore.io.coco import _plain_box
+
+    ann = {"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 2, 3, 4], "area": 12, "iscrowd": 0,
+           "segmentation": [], **change}
+    assert _plain_box(ann) is None
