@@ -128,7 +128,6 @@ class Editor:
         self._dir_delta: dict[str, int] = {}
         self.folders_root: Digest | None = None  # set by prepare(); None: not known
         self._ahead: childproc.Child | None = None  # build_items_ahead's helper
-        self._handed: list[bytes] = []  # objects staged when it was forked: it stores them
 
     def prefetch(self) -> None:
         """Load the filename index and the items layer into memory for a bulk edit.
@@ -517,9 +516,8 @@ class Editor:
         For a bulk ingest: its last serial steps are setting annotations and building the
         layer trees, so the items tree and the filename index (about half of that work) are
         built on the other core meanwhile. The helper stores its tree nodes itself, ahead
-        of the version like any write-ahead (harmless should the version never come), with
-        the objects staged here when it was forked (annotation sets, mostly: this process
-        then unstages them), and answers with the two roots, which ``prepare`` takes. Any later change to an item or
+        of the version like any write-ahead (harmless should the version never come), and
+        answers with the two roots, which ``prepare`` takes. Any later change to an item or
         a name makes it stale: it is stopped and ``prepare`` builds them here again.
         Only for edits whose changes are all in memory (a scratch table is not for use
         across fork) and big enough to be worth a process.
@@ -528,11 +526,11 @@ class Editor:
         if (self._ahead is not None or not childproc.can_fork() or on_disk
                 or len(self.changes["items"]) < AHEAD_MIN):
             return
-        self._handed = list(self.objects.pending)
         self._ahead = childproc.Child(lambda _inp, out: self._build_in_child(out))
 
     def _build_in_child(self, out: Any) -> None:
-        objects = self.objects  # what the parent had staged (annotation sets) is stored here too
+        objects = self.objects
+        objects.discard()  # the parent's staged objects are the parent's to store
         with objects.writing_ahead(WRITE_AHEAD_BYTES):
             base = self.base.layers["items"] or tree.EMPTY
             items = tree.apply_sorted(objects, base, self._spill.merged(_NAMES["items"], self.changes["items"]))
@@ -553,19 +551,16 @@ class Editor:
             frame = None
         finally:
             child.close()
-        handed, self._handed = self._handed, []
         if frame is None:
             return None
         if frame[0] == "error":
             childproc.raise_error(frame, StorageError)
-        self.objects.stored_elsewhere(handed)
         return Digest(frame[0]), Digest(frame[1])
 
     def _drop_ahead(self) -> None:
         if self._ahead is not None:
             self._ahead.close()
             self._ahead = None
-        self._handed = []
 
     def run_extra(self, t: Any) -> None:
         """Derived-data writes (stat cache) that ride in the version's transaction."""

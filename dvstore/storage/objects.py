@@ -137,13 +137,6 @@ class _Base:
         self.pending.clear()
         self._pending_bytes = 0
 
-    def stored_elsewhere(self, oids: list[bytes]) -> None:
-        """Unstage ``oids``: another process (a helper forked with them staged) stored them."""
-        for oid in oids:
-            raw = self.pending.pop(oid, None)
-            if raw is not None:
-                self._pending_bytes -= len(raw)
-
     def has(self, oid: bytes) -> bool:
         return oid in self.pending or self._load_raw(oid) is not None
 
