@@ -351,10 +351,12 @@ def test_a_helper_that_dies_leaves_the_build_to_the_editor(tmp_path: Path, monke
     ds = store.datasets.create("ds")
     with ds.edit("add") as e:
         _new_items(e, 100)
+        e.set_annotations("/d0/f00000", [{"type": "box", "label": "a", "coordinates": [1, 2, 3, 4]}])
         e.build_items_ahead()
         assert e._ahead is not None
         os.kill(e._ahead.pid, signal.SIGKILL)
     assert len(ds.items.list()) == 100
+    assert ds.items.get("/d0/f00000").annotations[0]["label"] == "a"
     assert store.fsck().ok
 
 
