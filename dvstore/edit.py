@@ -128,6 +128,7 @@ class Editor:
         self._dir_delta: dict[str, int] = {}
         self.folders_root: Digest | None = None  # set by prepare(); None: not known
         self._ahead: childproc.Child | None = None  # build_items_ahead's helper
+        self._ahead_paths = False  # does it build the filename index too?
 
     def prefetch(self) -> None:
         """Load the filename index and the items layer into memory for a bulk edit.
@@ -481,6 +482,8 @@ class Editor:
     def _prepare(self) -> tuple[Commit, bytes] | None:
         layers: dict[str, bytes | None] = dict(self.base.layers)
         helped = self._ahead is not None  # the items layer comes from its helper: built last
+        # The filename index too, unless the helper left it to this process (built meanwhile).
+        new_path_root = self._build_paths() if helped and not self._ahead_paths else None
         for layer in LAYERS:
             name, ch = _NAMES[layer], self.changes[layer]
             if self._spill.any(name, ch) and not (helped and layer == "items"):
@@ -498,7 +501,8 @@ class Editor:
                                                 self._spill.merged(_NAMES["items"], self.changes["items"]))
         if layers == self.base.layers and recipe_id == self.base.recipe:
             return None
-        new_path_root = ahead[1] if ahead is not None else self._build_paths()
+        if new_path_root is None:
+            new_path_root = ahead[1] if ahead is not None and ahead[1] is not None else self._build_paths()
         self.folders_root = self._prepare_folders()
         c = Commit(layers=layers, recipe=recipe_id, parents=(self.base_id,), op=self.op,
                    info={}, author=self.author, message=self.message, time=now_iso())
@@ -510,12 +514,14 @@ class Editor:
                         for pk, v in self._spill.merged(_PATHS, self._paths))
         return tree.apply_sorted(self.objects, self._path_root, path_changes)
 
-    def build_items_ahead(self) -> None:
-        """Start building the items layer and the filename index in a helper process.
+    def build_items_ahead(self, with_paths: bool = True) -> None:
+        """Start building the items layer (and the filename index, ``with_paths``) in a
+        helper process.
 
         For a bulk ingest: its last serial steps are setting annotations and building the
         layer trees, so the items tree and the filename index (about half of that work) are
-        built on the other core meanwhile. The helper stores its tree nodes itself, ahead
+        built on the other core meanwhile; with no annotations left to set, this process
+        builds the filename index while the helper builds the items tree. The helper stores its tree nodes itself, ahead
         of the version like any write-ahead (harmless should the version never come), and
         answers with the two roots, which ``prepare`` takes. Any later change to an item or
         a name makes it stale: it is stopped and ``prepare`` builds them here again.
@@ -526,21 +532,23 @@ class Editor:
         if (self._ahead is not None or not childproc.can_fork() or on_disk
                 or len(self.changes["items"]) < AHEAD_MIN):
             return
-        self._ahead = childproc.Child(lambda _inp, out: self._build_in_child(out))
+        self._ahead_paths = with_paths
+        self._ahead = childproc.Child(lambda _inp, out: self._build_in_child(out, with_paths))
 
-    def _build_in_child(self, out: Any) -> None:
+    def _build_in_child(self, out: Any, with_paths: bool) -> None:
         objects = self.objects
         objects.discard()  # the parent's staged objects are the parent's to store
         with objects.writing_ahead(WRITE_AHEAD_BYTES):
             base = self.base.layers["items"] or tree.EMPTY
             items = tree.apply_sorted(objects, base, self._spill.merged(_NAMES["items"], self.changes["items"]))
-            paths = self._build_paths()
+            paths = self._build_paths() if with_paths else None
         objects.write_ahead()
         childproc.write_frame(out, [items, paths])
 
-    def _ahead_roots(self) -> tuple[Digest, Digest] | None:
-        """``build_items_ahead``'s (items root, filename index root); None when there is no
-        helper or it stopped without an answer (then they are built here)."""
+    def _ahead_roots(self) -> tuple[Digest, Digest | None] | None:
+        """``build_items_ahead``'s (items root, filename index root or None if it left that
+        here); None when there is no helper or it stopped without an answer (then they are
+        built here)."""
         child, self._ahead = self._ahead, None
         if child is None:
             return None
@@ -555,7 +563,7 @@ class Editor:
             return None
         if frame[0] == "error":
             childproc.raise_error(frame, StorageError)
-        return Digest(frame[0]), Digest(frame[1])
+        return Digest(frame[0]), None if frame[1] is None else Digest(frame[1])
 
     def _drop_ahead(self) -> None:
         if self._ahead is not None:

@@ -209,7 +209,7 @@ def _ingest(editor: Editor, files: Files, source: _Annotations, small: storer.St
                     if progress is not None and (i % PROGRESS_EVERY == 0 or i == total):
                         progress(i, total)
         small.end()  # the storers commit their last blobs while the annotations are finished
-    editor.build_items_ahead()  # and the items tree is built on the other core
+    editor.build_items_ahead(with_paths=applier.pending())  # and the items tree on the other core
     applier.finish()
     small.wait()  # every small blob durable before the version can name it
 
@@ -309,6 +309,10 @@ class _Applier:
             self.left[key] = anns
         else:
             _apply_one(self.editor, key, anns, self.extras, {}, self.stats, self.encoded, iid=iid)
+
+    def pending(self) -> bool:
+        """Are there annotations left to apply (or not read yet)?"""
+        return self.source.path is not None and (self.stream is None or self.head is not None or bool(self.left))
 
     def step(self, upto: str) -> bool:
         """Apply the annotations of a few items named ``upto`` or before; False: none to do."""

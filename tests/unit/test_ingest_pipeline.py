@@ -300,9 +300,10 @@ def _serial_roots(e: Editor) -> tuple[bytes, bytes]:
     return items, e._build_paths()
 
 
+@pytest.mark.parametrize("with_paths", [True, False])
 @pytest.mark.parametrize("base_items", [0, 50])
 def test_items_built_ahead_equal_the_ones_built_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                      base_items: int) -> None:
+                                                      base_items: int, with_paths: bool) -> None:
     monkeypatch.setattr(edit, "AHEAD_MIN", 10)
     store = Store.init(str(tmp_path / "store"))
     ds = store.datasets.create("ds")
@@ -311,16 +312,17 @@ def test_items_built_ahead_equal_the_ones_built_here(tmp_path: Path, monkeypatch
             _new_items(e, base_items, start=10_000)
     with ds.edit("add") as e:
         _new_items(e, 300)
-        e.build_items_ahead()
+        e.build_items_ahead(with_paths)
         assert e._ahead is not None  # a helper builds them
-        want = _serial_roots(e)
-        assert e._ahead_roots() == want
+        items, paths = _serial_roots(e)
+        assert e._ahead_roots() == (items, paths if with_paths else None)
         assert e._ahead is None
     # And through the whole path: the version is complete and every node is stored.
     with ds.edit("more") as e:
         _new_items(e, 300, start=300)
-        e.build_items_ahead()
+        e.build_items_ahead(with_paths)
     assert len(ds.items.list()) == 600 + base_items
+    assert ds.items.get("/d3/f00500").read() == b"500"  # found through the filename index
     assert store.fsck().ok
 
 
