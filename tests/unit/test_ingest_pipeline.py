@@ -429,3 +429,21 @@ def test_adding_the_same_coco_file_again_changes_nothing(tmp_path: Path) -> None
             ingest.ingest(e, [str(tmp_path / "src")], annotations=str(tmp_path / "coco.json"), fmt="coco")
     assert e.committed is None  # the second add found every annotation id unchanged
     assert [len(ds.items.get("/" + os.path.basename(p)).annotations) for p, _ in files[:3]] == [0, 1, 2]
+
+
+def test_objects_are_written_ahead_by_count_as_well_as_by_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A transaction of many small objects keeps one dirty page per object in LMDB's memory
+    (then kept for later ones): ``writing_ahead`` also stores every WRITE_AHEAD_OBJECTS."""
+    from dvstore.storage import objects as objects_mod
+
+    monkeypatch.setattr(objects_mod, "WRITE_AHEAD_OBJECTS", 5)
+    store = Store.init(str(tmp_path / "store"))
+    objects = store.repo.objects
+    with objects.writing_ahead(1 << 30):
+        oids = [objects.put(b"recipe", {"n": i}) for i in range(12)]
+        assert len(objects.pending) == 2  # two batches of five stored, two staged
+    for oid in oids[:10]:
+        assert store.repo.db.get("objects", oid) is not None
+    objects.put(b"recipe", {"n": 99})
+    assert len(objects.pending) == 3  # outside the block nothing is written ahead
+    objects.discard()
