@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from blake3 import blake3
@@ -300,13 +301,19 @@ def _serial_roots(e: Editor) -> tuple[bytes, bytes]:
     return items, e._build_paths()
 
 
-@pytest.mark.parametrize("with_paths", [True, False])
-@pytest.mark.parametrize("base_items", [0, 50])
-def test_items_built_ahead_equal_the_ones_built_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                      base_items: int, with_paths: bool) -> None:
+@pytest.fixture
+def ahead_ds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Store, Any]:
+    """A store and an empty dataset whose edits fork the items-tree helper from 10 items."""
     monkeypatch.setattr(edit, "AHEAD_MIN", 10)
     store = Store.init(str(tmp_path / "store"))
-    ds = store.datasets.create("ds")
+    return store, store.datasets.create("ds")
+
+
+@pytest.mark.parametrize("with_paths", [True, False])
+@pytest.mark.parametrize("base_items", [0, 50])
+def test_items_built_ahead_equal_the_ones_built_here(ahead_ds: tuple[Store, Any], base_items: int,
+                                                      with_paths: bool) -> None:
+    store, ds = ahead_ds
     if base_items:
         with ds.edit("base") as e:
             _new_items(e, base_items, start=10_000)
@@ -326,10 +333,8 @@ def test_items_built_ahead_equal_the_ones_built_here(tmp_path: Path, monkeypatch
     assert store.fsck().ok
 
 
-def test_a_change_after_the_helper_started_makes_it_stale(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(edit, "AHEAD_MIN", 10)
-    store = Store.init(str(tmp_path / "store"))
-    ds = store.datasets.create("ds")
+def test_a_change_after_the_helper_started_makes_it_stale(ahead_ds: tuple[Store, Any]) -> None:
+    store, ds = ahead_ds
     with ds.edit("add") as e:
         _new_items(e, 100)
         e.build_items_ahead()
@@ -345,12 +350,10 @@ def test_a_change_after_the_helper_started_makes_it_stale(tmp_path: Path, monkey
     assert store.fsck().ok
 
 
-def test_a_helper_that_dies_leaves_the_build_to_the_editor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_helper_that_dies_leaves_the_build_to_the_editor(ahead_ds: tuple[Store, Any]) -> None:
     import signal
 
-    monkeypatch.setattr(edit, "AHEAD_MIN", 10)
-    store = Store.init(str(tmp_path / "store"))
-    ds = store.datasets.create("ds")
+    store, ds = ahead_ds
     with ds.edit("add") as e:
         _new_items(e, 100)
         e.set_annotations("/d0/f00000", [{"type": "box", "label": "a", "coordinates": [1, 2, 3, 4]}])
