@@ -485,11 +485,8 @@ class Editor:
         # The filename index too, unless the helper left it to this process (built meanwhile).
         new_path_root = self._build_paths() if helped and not self._ahead_paths else None
         for layer in LAYERS:
-            name, ch = _NAMES[layer], self.changes[layer]
-            if self._spill.any(name, ch) and not (helped and layer == "items"):
-                # Every value the editor stages is canonical by construction (sorted keys).
-                layers[layer] = tree.apply_sorted(self.objects, layers[layer] or tree.EMPTY,
-                                                  self._spill.merged(name, ch))
+            if self._spill.any(_NAMES[layer], self.changes[layer]) and not (helped and layer == "items"):
+                layers[layer] = self._build_layer(layer)
         recipe_id = self.base.recipe
         if self.recipe is not None:
             recipe_id = self.objects.put(RECIPE, self.recipe)
@@ -497,8 +494,7 @@ class Editor:
         if ahead is not None:
             layers["items"] = ahead[0]
         elif helped:  # it stopped without an answer
-            layers["items"] = tree.apply_sorted(self.objects, layers["items"] or tree.EMPTY,
-                                                self._spill.merged(_NAMES["items"], self.changes["items"]))
+            layers["items"] = self._build_layer("items")
         if layers == self.base.layers and recipe_id == self.base.recipe:
             return None
         if new_path_root is None:
@@ -507,6 +503,12 @@ class Editor:
         c = Commit(layers=layers, recipe=recipe_id, parents=(self.base_id,), op=self.op,
                    info={}, author=self.author, message=self.message, time=now_iso())
         return c, new_path_root
+
+    def _build_layer(self, layer: str) -> Digest:
+        """The pending version's root of ``layer`` (base layer plus this edit's changes)."""
+        # Every value the editor stages is canonical by construction (sorted keys).
+        return tree.apply_sorted(self.objects, self.base.layers[layer] or tree.EMPTY,
+                                 self._spill.merged(_NAMES[layer], self.changes[layer]))
 
     def _build_paths(self) -> Digest:
         """The pending version's filename index root (path key -> [name, item id])."""
@@ -521,12 +523,13 @@ class Editor:
         For a bulk ingest: its last serial steps are setting annotations and building the
         layer trees, so the items tree and the filename index (about half of that work) are
         built on the other core meanwhile; with no annotations left to set, this process
-        builds the filename index while the helper builds the items tree. The helper stores its tree nodes itself, ahead
-        of the version like any write-ahead (harmless should the version never come), and
-        answers with the two roots, which ``prepare`` takes. Any later change to an item or
-        a name makes it stale: it is stopped and ``prepare`` builds them here again.
-        Only for edits whose changes are all in memory (a scratch table is not for use
-        across fork) and big enough to be worth a process.
+        builds the filename index while the helper builds the items tree. The helper stores
+        its tree nodes itself, ahead of the version like any write-ahead (harmless should
+        the version never come), and answers with the roots, which ``prepare`` takes once
+        it has built the other layers. Any later change to an item or a name makes it
+        stale: it is stopped and ``prepare`` builds them here again. Only for edits whose
+        changes are all in memory (a scratch table is not for use across fork) and big
+        enough to be worth a process.
         """
         on_disk = self._spill.any(_NAMES["items"], {}) or self._spill.any(_PATHS, {})
         if (self._ahead is not None or not childproc.can_fork() or on_disk
@@ -539,8 +542,7 @@ class Editor:
         objects = self.objects
         objects.discard()  # the parent's staged objects are the parent's to store
         with objects.writing_ahead(WRITE_AHEAD_BYTES):
-            base = self.base.layers["items"] or tree.EMPTY
-            items = tree.apply_sorted(objects, base, self._spill.merged(_NAMES["items"], self.changes["items"]))
+            items = self._build_layer("items")
             paths = self._build_paths() if with_paths else None
         objects.write_ahead()
         childproc.write_frame(out, [items, paths])

@@ -7,8 +7,8 @@
 back in item-name order, the order ``dvs add`` records files in. Below the limit nothing
 changes: the reader keeps them in memory as before.
 
-Rows (``d(x)`` is a 16-byte BLAKE2b of ``x``'s canonical encoding, so keys have a fixed
-length, and a prefix scan of ``a`` + ``d(image id)`` is exact):
+Rows (``d(x)`` is the first 16 bytes of the blake3 of ``x``'s canonical encoding, so keys
+have a fixed length, and a prefix scan of ``a`` + ``d(image id)`` is exact):
 
 * ``i`` + d(image id) -> ``b""``: the image ids seen (duplicates, references);
 * ``f`` + d(file_name) -> ``b""``: the file_names seen (duplicates);
@@ -29,7 +29,6 @@ leave its table behind: ``close`` deletes it.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import os
 from collections.abc import Iterator
@@ -37,6 +36,7 @@ from typing import Any
 
 from dvstore.codec import decode, encode_canonical
 from dvstore.errors import ImportFormatError, InvalidNameError
+from dvstore.hashing import hash_bytes
 from dvstore.io.coco import _Builder, label_part
 from dvstore.model import normalize_filename
 from dvstore.storage.db import Scratch
@@ -52,14 +52,14 @@ _NAME_KEY = 400
 
 
 def _digest(value: Any) -> bytes:
-    return hashlib.blake2b(encode_canonical(value), digest_size=16).digest()
+    return hash_bytes(encode_canonical(value))[:16]
 
 
 def _name_key(name: str) -> bytes:
     raw = name.encode()
     if len(raw) <= _NAME_KEY:
         return b"n" + raw
-    return b"n" + raw[:_NAME_KEY] + hashlib.blake2b(raw, digest_size=16).digest()
+    return b"n" + raw[:_NAME_KEY] + hash_bytes(raw)[:16]
 
 
 class CocoSpill:
