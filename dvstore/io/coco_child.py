@@ -28,6 +28,7 @@ checked in the parent, at once, and the frames are made as they are iterated.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 from collections.abc import Generator, Iterator
@@ -127,7 +128,8 @@ class CocoReader:
             self._child = None
             if self.tmpdir is not None and pid:
                 for left in glob.glob(os.path.join(glob.escape(self.tmpdir), f"{SCRATCH_PREFIX}{pid}-*.mdb")):
-                    os.unlink(left)
+                    with contextlib.suppress(FileNotFoundError):  # (gc may have taken it)
+                        os.unlink(left)
 
 
 def _entries(imp: coco.CocoImport, prefix: str, path: str) -> list[Entry | None]:
