@@ -450,3 +450,48 @@ def test_objects_are_written_ahead_by_count_as_well_as_by_size(tmp_path: Path, m
     objects.put(b"recipe", {"n": 99})
     assert len(objects.pending) == 3  # outside the block nothing is written ahead
     objects.discard()
+
+
+@pytest.mark.parametrize("source", ["coco", "dataloop"])
+def test_an_add_with_the_items_tree_helper_lands_every_layer(ahead_ds: tuple[Store, Any], tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch, source: str) -> None:
+    """Through ``ingest``: COCO annotations (the helper builds both trees while they are set),
+    and Dataloop json whose ``hidden`` changes items after the helper started (it is dropped,
+    the editor builds them)."""
+    import json
+
+    store, ds = ahead_ds
+    files = _files(tmp_path / "src", 40)
+    names = [os.path.basename(p) for p, _ in files]
+    if source == "coco":
+        ann = tmp_path / "coco.json"
+        ann.write_text(json.dumps({
+            "images": [{"id": i, "file_name": n} for i, n in enumerate(names)],
+            "categories": [{"id": 1, "name": "thing"}],
+            "annotations": [{"id": 100 + i, "image_id": i, "category_id": 1, "bbox": [1, 2, 3, 4]}
+                            for i in range(len(names))]}))
+    else:
+        ann = tmp_path / "json"
+        ann.mkdir()
+        for i, n in enumerate(names):
+            (ann / (n + ".json")).write_text(json.dumps({
+                "annotations": [{"id": f"a{i}", "type": "class", "label": "thing"}],
+                "hidden": i % 2 == 0, "metadata": {"user": {"n": i}}}))
+    started = []
+    real = Editor.build_items_ahead
+
+    def spy(self: Editor, with_paths: bool = True) -> None:
+        real(self, with_paths)
+        started.append((self._ahead is not None, with_paths))
+
+    monkeypatch.setattr(Editor, "build_items_ahead", spy)
+    with ds.edit("add") as e:
+        stats = ingest.ingest(e, [str(tmp_path / "src")], annotations=str(ann), fmt=source)
+    assert started == [(True, True)]  # started, building the filename index too
+    assert stats.annotated == 40
+    for i, n in enumerate(names):
+        item = ds.items.get("/" + n)
+        assert [a["label"] for a in item.annotations] == ["thing"]
+        if source == "dataloop":
+            assert item.hidden == (i % 2 == 0) and item.metadata["user"] == {"n": i}
+    assert store.fsck().ok
