@@ -170,6 +170,8 @@ def _ingest(editor: Editor, files: Files, source: _Annotations, small: storer.St
     total = len(files)
     applier = _Applier(editor, source, stats, files.names)
     prev = ""  # the last name recorded
+    # A store whose stat cache is empty (a first add) has nothing to look up for any file.
+    known = editor.repo.db.read(lambda t: t.count("stat_cache")) > 0
     with editor.repo.objects.writing_ahead(FLUSH_BYTES):
         for lo in range(0, total, WINDOW):
             # A window at a time: stat results are not kept for the whole walk.
@@ -181,15 +183,17 @@ def _ingest(editor: Editor, files: Files, source: _Annotations, small: storer.St
                     sts.append(os.stat(local))
                 except OSError as e:
                     raise UsageError(f"cannot read {local}: {e.strerror}") from None
-            wkeys = [cache_key(local) for local, _ in window]
-            cache = lookup_stat(editor.repo, wkeys)
-            hits = [rec if cache_hit(rec := cache.get(key), st) else None for key, st in zip(wkeys, sts)]
+            hits: list[list[Any] | None] = [None] * len(window)
+            if known:
+                wkeys = [cache_key(local) for local, _ in window]
+                cache = lookup_stat(editor.repo, wkeys)
+                hits = [rec if cache_hit(rec := cache.get(key), st) else None for key, st in zip(wkeys, sts)]
             misses = [(local, st) for (local, _), st, hit in zip(window, sts, hits) if hit is None]
             # Small files go to the storers (helper processes that read, hash and store them
             # ahead of this loop), large ones to the copier's threads.
             small.submit([local for local, st in misses if st.st_size <= SMALL_MAX])
             with _Copier(blobs, [m for m in misses if m[1].st_size > SMALL_MAX]) as copies:
-                for i, ((local, fn), key, st, hit) in enumerate(zip(window, wkeys, sts, hits), lo + 1):
+                for i, ((local, fn), st, hit) in enumerate(zip(window, sts, hits), lo + 1):
                     if hit is not None:
                         blob, size, mimetype, system = Digest(hit[5]), st.st_size, hit[6], hit[7]
                         stats.cached += 1
@@ -201,7 +205,7 @@ def _ingest(editor: Editor, files: Files, source: _Annotations, small: storer.St
                     else:
                         blob, size, mimetype, system = _copied(local, st, copies)
                         stats.hashed += 1
-                        new_cache[key] = stat_entry(st, time.time_ns(), blob, mimetype, system)
+                        new_cache[cache_key(local)] = stat_entry(st, time.time_ns(), blob, mimetype, system)
                     editor.put_blob_item(fn, blob, size, mimetype, system, normalized=True)
                     prev = fn
                     stats.files += 1
