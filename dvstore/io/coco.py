@@ -95,11 +95,12 @@ class EncodedAnnotation:
         self.body = head + tail
         self.cut = len(head)
 
-    def split(self) -> tuple[bytes, bytes]:
+    def split(self, part: bytes | None = None) -> tuple[bytes, bytes]:
         """``(head, tail)``: the canonical encoding of the annotation with id ``i`` is
-        ``head + encode_canonical(i) + tail`` (once the label is known)."""
+        ``head + encode_canonical(i) + tail`` (once the label is known; ``part`` is
+        ``label_part(label)`` when the caller has it already)."""
         body, cut = self.body, self.cut
-        return body[:cut], label_part(self.label) + body[cut:]
+        return body[:cut], (part or label_part(self.label)) + body[cut:]
 
     def encode(self, annotation_id: str) -> bytes:
         """The canonical encoding of the annotation with ``annotation_id`` as its id."""
@@ -428,9 +429,7 @@ class _Builder:
             self.images[name] = img if self.keep_images else _NO_RECORD
         else:
             self.images[name] = i  # the spill reports item-name clashes by image index
-            self.held += 1
-            if self.held >= spill.limit:
-                spill.take(self)
+            self._held_one(spill)
 
     def annotation(self, i: int, ann: Any) -> None:
         # Once per annotation: the checks of well-formed ids are inline, and the entry's name
@@ -466,9 +465,13 @@ class _Builder:
             anns = self.by_image[image_id] = []
         anns.append(EncodedAnnotation(ann_id, category_id, head, tail))
         if self.spill is not None:
-            self.held += 1
-            if self.held >= self.spill.limit:
-                self.spill.take(self)
+            self._held_one(self.spill)
+
+    def _held_one(self, spill: Spiller) -> None:
+        """One more image or annotation held: past the spill's limit, it takes them all."""
+        self.held += 1
+        if self.held >= spill.limit:
+            spill.take(self)
 
     def has_image(self, image_id: Any) -> bool:
         """Has the file an image with this id (once it is all read)?"""
@@ -561,7 +564,7 @@ def _annotation(ann: dict[str, Any], where: str, at: str) -> tuple[str, Any, dic
     elif bbox is not None:
         x, y, w, h = bbox
         ann_type = "box"
-        coordinates = [{"x": x, "y": y, "z": 0}, {"x": x + w, "y": y + h, "z": 0}]
+        coordinates = _box(x, y, w, h)
     else:
         raise ImportFormatError(f"{where}: {at}: has neither a bbox nor a segmentation")
     # Canonical, so that it is encoded as it is: keys in order, and any map inside sorted
@@ -593,11 +596,16 @@ def _plain_box(ann: dict[str, Any]) -> tuple[bytes, bytes] | None:
     if not (type(x) in _NUMBER_TYPES and type(y) in _NUMBER_TYPES and type(w) in _NUMBER_TYPES
             and type(h) in _NUMBER_TYPES and w >= 0 and h >= 0):
         return None
-    coordinates = [{"x": x, "y": y, "z": 0}, {"x": x + w, "y": y + h, "z": 0}]
+    coordinates = _box(x, y, w, h)
     coco = {"area": area, "bbox": bbox, "category_id": ann["category_id"], "id": ann["id"],
             "iscrowd": crowd, "segmentation": seg}  # sorted keys: canonical as built
     return (_HEAD + encode_canonical(coordinates) + _ID_KEY,
             _TAIL_COCO + encode_canonical(coco) + _BOX_TAIL)
+
+
+def _box(x: Any, y: Any, w: Any, h: Any) -> list[dict[str, Any]]:
+    """A COCO ``bbox`` as a Dataloop box's coordinates: top-left, bottom-right."""
+    return [{"x": x, "y": y, "z": 0}, {"x": x + w, "y": y + h, "z": 0}]
 
 
 _NUMBER_TYPES = frozenset((int, float))

@@ -28,9 +28,6 @@ checked in the parent, at once, and the frames are made as they are iterated.
 
 from __future__ import annotations
 
-import contextlib
-import glob
-import os
 from collections.abc import Generator, Iterator
 from typing import Any, BinaryIO
 
@@ -39,7 +36,7 @@ from dvstore.errors import ImportFormatError, InvalidNameError
 from dvstore.io import coco
 from dvstore.io.coco_spill import CocoSpill
 from dvstore.model import normalize_filename
-from dvstore.storage.db import SCRATCH_PREFIX
+from dvstore.storage.db import drop_scratch_of
 
 BATCH = 1024
 
@@ -127,9 +124,7 @@ class CocoReader:
             self._child.close()
             self._child = None
             if self.tmpdir is not None and pid:
-                for left in glob.glob(os.path.join(glob.escape(self.tmpdir), f"{SCRATCH_PREFIX}{pid}-*.mdb")):
-                    with contextlib.suppress(FileNotFoundError):  # (gc may have taken it)
-                        os.unlink(left)
+                drop_scratch_of(self.tmpdir, pid)
 
 
 def _entries(imp: coco.CocoImport, prefix: str, path: str) -> list[Entry | None]:
@@ -137,7 +132,7 @@ def _entries(imp: coco.CocoImport, prefix: str, path: str) -> list[Entry | None]
     files in); empties ``imp.by_file``."""
     out: dict[str, list[Any]] = {}
     by_file = imp.by_file
-    parts = {label: coco.label_part(label) for label in imp.labels}  # split()'s, per label once
+    parts = {label: coco.label_part(label) for label in imp.labels}  # encoded once per label
     while by_file:
         rel, anns = by_file.popitem()
         try:
@@ -146,7 +141,7 @@ def _entries(imp: coco.CocoImport, prefix: str, path: str) -> list[Entry | None]
             raise ImportFormatError(f"{path}: {e.message}") from None
         if name in out:  # file_names differing only in Unicode normalisation
             raise ImportFormatError(f"{path}: two images name the same item {name} (file_name {rel!r})")
-        out[name] = [[a.coco_id, a.body[:a.cut], parts[a.label] + a.body[a.cut:]] for a in anns]
+        out[name] = [[a.coco_id, *a.split(parts[a.label])] for a in anns]
     entries: list[Entry | None] = list(sorted(out.items()))
     return entries
 

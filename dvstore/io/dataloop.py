@@ -64,10 +64,14 @@ def read_json_file(path: str | os.PathLike[str]) -> Any:
 def _read_bytes(path: str | os.PathLike[str]) -> bytes:
     try:
         return Path(path).read_bytes()
-    except OSError as e:
-        raise ImportFormatError(f"{path}: cannot read: {e.strerror or e}") from None
-    except ValueError as e:  # a NUL byte in the path
-        raise ImportFormatError(f"{path!r}: cannot read: {e}") from None
+    except (OSError, ValueError) as e:
+        raise _cannot_read(path, e) from None
+
+
+def _cannot_read(path: str | os.PathLike[str], e: OSError | ValueError) -> ImportFormatError:
+    if isinstance(e, OSError):
+        return ImportFormatError(f"{path}: cannot read: {e.strerror or e}")
+    return ImportFormatError(f"{path!r}: cannot read: {e}")  # a NUL byte in the path
 
 
 JSON_CHUNK = 8 << 20
@@ -96,10 +100,8 @@ class JsonChunks:
         self.eof = False
         try:
             self._file = open(path, "rb")  # noqa: SIM115 (closed by close())
-        except OSError as e:
-            raise ImportFormatError(f"{path}: cannot read: {e.strerror or e}") from None
-        except ValueError as e:  # a NUL byte in the path
-            raise ImportFormatError(f"{path!r}: cannot read: {e}") from None
+        except (OSError, ValueError) as e:
+            raise _cannot_read(path, e) from None
         self._decoder = codecs.getincrementaldecoder("utf-8")()
         self._fed = 0  # bytes given to the decoder
         self._overlap = b""
@@ -120,7 +122,7 @@ class JsonChunks:
         try:
             return self._file.read(n)
         except OSError as e:
-            raise ImportFormatError(f"{self.path}: cannot read: {e.strerror or e}") from None
+            raise _cannot_read(self.path, e) from None
 
     def read(self, size: int = 0) -> str:
         """The text of about the next ``size`` bytes (``chunk`` if 0); "" only at the end

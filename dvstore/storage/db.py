@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import glob
 import os
 import shutil
 import threading
@@ -594,6 +595,13 @@ class Scratch:
             self._drop()
         self._env = self._drop = None
         self.path = None
+
+
+def drop_scratch_of(tmpdir: str, pid: int) -> None:
+    """Delete the scratch tables a process left in ``tmpdir`` (one killed before its
+    ``Scratch.close``); one already gone (gc) is fine."""
+    for left in glob.glob(os.path.join(glob.escape(tmpdir), f"{SCRATCH_PREFIX}{pid}-*.mdb")):
+        _unlink(left)
 
 
 def _drop_scratch(env: lmdb.Environment, path: str, pid: int) -> None:
