@@ -1,5 +1,5 @@
 """``python -m dvstore`` runs the ``dvs`` command."""
 
-from dvstore.cli import main
+from dvstore.cli import run
 
-main()
+run()

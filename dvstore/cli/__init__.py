@@ -7,6 +7,7 @@ helps) and never a traceback unless ``DVS_DEBUG=1``. Commands live in one module
 
 from __future__ import annotations
 
+import atexit
 import errno
 import os
 import sys
@@ -49,8 +50,33 @@ def _silence_stdout() -> None:
         pass
 
 
+def run() -> None:
+    """The ``dvs`` executable: ``main``, then leave without tearing the interpreter down.
+
+    Tearing it down frees every object one at a time: 0.035 s after adding 20,000 files,
+    with the work done and the output written. So once ``main`` is over (its report
+    flushed, its exit code known), the exit handlers run (they delete scratch files) and
+    the process leaves with ``os._exit``. ``main`` itself still returns by ``SystemExit``,
+    so a caller in the same process (a test) keeps its interpreter.
+    """
+    try:
+        main()
+        code: object = 0
+    except SystemExit as e:
+        code = e.code
+    if code is not None and not isinstance(code, int):
+        raise SystemExit(code)  # the interpreter prints it
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass  # main already reported a failing stdout; a closed stderr has no reader
+    os._exit(code or 0)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the click group with dvstore's error handling."""
+    """Run the click group with dvstore's error handling (exits by ``SystemExit``)."""
     from dvstore.cli.commands import cli
 
     debug = os.environ.get("DVS_DEBUG") == "1"

@@ -144,3 +144,29 @@ def test_store_found_from_subdirectory_and_env(tmp_path: Path):
     assert run_dvs("create", "ds", cwd=sub).rc == 0
     r = run_dvs("datasets", "--json", cwd="/", env={"DVS_STORE": str(tmp_path / ".dvs")})
     assert [d["name"] for d in json.loads(r.out)] == ["ds"]
+
+
+def test_the_executable_leaves_at_once_with_main_s_code_after_the_exit_handlers(tmp_path: Path):
+    # run() skips the interpreter's teardown (os._exit): the exit code, the flushed output
+    # and the exit handlers (which delete scratch files) must survive that.
+    import subprocess
+    import sys
+
+    marker = tmp_path / "handler-ran"
+    script = (
+        "import atexit, sys, dvstore.cli as c\n"
+        f"atexit.register(lambda: open({str(marker)!r}, 'w').close())\n"
+        "def fake(argv=None):\n"
+        "    sys.stdout.write('report, not yet flushed')\n"
+        "    sys.exit(int(sys.argv[1]))\n"
+        "c.main = fake\n"
+        "c.run()\n"
+    )
+    for code in (0, 3):
+        marker.unlink(missing_ok=True)
+        p = subprocess.run([sys.executable, "-c", script, str(code)], capture_output=True, text=True)
+        assert p.returncode == code
+        assert p.stdout == "report, not yet flushed"
+        assert marker.exists()
+    r = run_dvs("--version")
+    assert r.rc == 0 and r.out.startswith("dvs, version")
