@@ -436,17 +436,14 @@ class _Builder:
         # for error messages is only formatted on the way to an error.
         if type(ann) is not dict:
             raise ImportFormatError(f"{self.where}: annotations[{i}]: an annotation must be an object")
+        if ann.keys() == _PLAIN_BOX_KEYS and self.known is None and self._plain_box(ann):
+            return
         ann_id, image_id, category_id = ann.get("id"), ann.get("image_id"), ann.get("category_id")
         if not (_good_id(ann_id) and _good_id(image_id) and _good_id(category_id)):
             ann_id = _coco_id(ann, "id", self.where, f"annotations[{i}]")
             at = f"annotations[{i}] (id {ann_id!r})"
             _coco_id(ann, "image_id", self.where, at)
             _coco_id(ann, "category_id", self.where, at)
-        if self.known is None and ann.keys() == _PLAIN_BOX_KEYS:
-            box = _plain_box(ann)
-            if box is not None:
-                self._add_annotation(ann_id, image_id, category_id, *box)
-                return
         where, at = self.where, f"annotations[{i}] (id {ann_id!r})"
         if self.known is not None:
             if not self.known.has_image(image_id):
@@ -458,6 +455,30 @@ class _Builder:
         head = _HEAD + encode_canonical(coordinates) + _ID_KEY
         tail = _TAIL_COCO + encode_canonical(coco) + _TAIL_TYPE[ann_type]
         self._add_annotation(ann_id, image_id, category_id, head, tail)
+
+    def _plain_box(self, ann: dict[str, Any]) -> bool:
+        """Add ``ann`` if it is the commonest COCO annotation (its keys ``_PLAIN_BOX_KEYS``):
+        a box with good ids, no segmentation and numbers where numbers belong. Checked and
+        encoded inline, without ``_annotation``'s general walk, to the same bytes; False
+        for anything else, which takes the general path with its checks and messages."""
+        ann_id, image_id, category_id = ann["id"], ann["image_id"], ann["category_id"]
+        bbox, seg, area, crowd = ann["bbox"], ann["segmentation"], ann["area"], ann["iscrowd"]
+        if not ((type(ann_id) is int or (type(ann_id) is str and ann_id))
+                and (type(image_id) is int or (type(image_id) is str and image_id))
+                and (type(category_id) is int or (type(category_id) is str and category_id))
+                and type(bbox) is list and len(bbox) == 4 and (seg == [] or seg == [[]])
+                and type(area) in _NUMBER_TYPES and type(crowd) is int):
+            return False
+        x, y, w, h = bbox
+        if not (type(x) in _NUMBER_TYPES and type(y) in _NUMBER_TYPES and type(w) in _NUMBER_TYPES
+                and type(h) in _NUMBER_TYPES and w >= 0 and h >= 0):
+            return False
+        coco = {"area": area, "bbox": bbox, "category_id": category_id, "id": ann_id,
+                "iscrowd": crowd, "segmentation": seg}  # sorted keys: canonical as built
+        self._add_annotation(ann_id, image_id, category_id,
+                             _HEAD + encode_canonical(_box(x, y, w, h)) + _ID_KEY,
+                             _TAIL_COCO + encode_canonical(coco) + _BOX_TAIL)
+        return True
 
     def _add_annotation(self, ann_id: Any, image_id: Any, category_id: Any, head: bytes, tail: bytes) -> None:
         anns = self.by_image.get(image_id)
@@ -581,26 +602,6 @@ def _annotation(ann: dict[str, Any], where: str, at: str) -> tuple[str, Any, dic
 
 _PLAIN_BOX_KEYS = frozenset(("area", "bbox", "category_id", "id", "image_id", "iscrowd", "segmentation"))
 _BOX_TAIL = _TAIL_TYPE["box"]
-
-
-def _plain_box(ann: dict[str, Any]) -> tuple[bytes, bytes] | None:
-    """``(head, tail)`` (``EncodedAnnotation``'s) of the commonest COCO annotation, a box
-    whose keys are exactly ``_PLAIN_BOX_KEYS`` with no segmentation and numbers where
-    numbers belong, built without ``_annotation``'s general walk (the same bytes); None for
-    anything else, which takes the general path and its checks."""
-    bbox, seg, area, crowd = ann["bbox"], ann["segmentation"], ann["area"], ann["iscrowd"]
-    if not (type(bbox) is list and len(bbox) == 4 and (seg == [] or seg == [[]])
-            and type(area) in _NUMBER_TYPES and type(crowd) is int):
-        return None
-    x, y, w, h = bbox
-    if not (type(x) in _NUMBER_TYPES and type(y) in _NUMBER_TYPES and type(w) in _NUMBER_TYPES
-            and type(h) in _NUMBER_TYPES and w >= 0 and h >= 0):
-        return None
-    coordinates = _box(x, y, w, h)
-    coco = {"area": area, "bbox": bbox, "category_id": ann["category_id"], "id": ann["id"],
-            "iscrowd": crowd, "segmentation": seg}  # sorted keys: canonical as built
-    return (_HEAD + encode_canonical(coordinates) + _ID_KEY,
-            _TAIL_COCO + encode_canonical(coco) + _BOX_TAIL)
 
 
 def _box(x: Any, y: Any, w: Any, h: Any) -> list[dict[str, Any]]:

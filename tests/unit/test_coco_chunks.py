@@ -185,25 +185,31 @@ _sizes = st.one_of(st.integers(0, 2**31), st.floats(0, 1e9, allow_nan=False))
 def test_the_plain_box_fast_path_encodes_what_the_general_path_does(x, y, w, h, area, crowd, seg, ann_id,  # type: ignore[no-untyped-def]
                                                                      cat) -> None:
     from dvstore.codec import encode_canonical
-    from dvstore.io.coco import _HEAD, _ID_KEY, _TAIL_COCO, _TAIL_TYPE, _annotation, _plain_box
+    from dvstore.io.coco import _HEAD, _ID_KEY, _TAIL_COCO, _TAIL_TYPE, _annotation, _Builder
 
     ann = {"id": ann_id, "image_id": 1, "category_id": cat, "bbox": [x, y, w, h], "area": area,
            "iscrowd": crowd, "segmentation": seg}
     kind, coordinates, record = _annotation(dict(ann), "f.json", "annotations[0]")
     assert kind == "box"
-    want = (_HEAD + encode_canonical(coordinates) + _ID_KEY,
-            _TAIL_COCO + encode_canonical(record) + _TAIL_TYPE[kind])
-    assert _plain_box(ann) == want
+    head = _HEAD + encode_canonical(coordinates) + _ID_KEY
+    tail = _TAIL_COCO + encode_canonical(record) + _TAIL_TYPE[kind]
+    b = _Builder("f.json", keep_images=False)
+    assert b._plain_box(ann)
+    [a] = b.by_image[1]
+    assert (a.coco_id, a.label, a.body[:a.cut], a.body[a.cut:]) == (ann_id, cat, head, tail)
 
 
 @pytest.mark.parametrize("change", [
     {"bbox": [1, 2, -3, 4]}, {"bbox": [1, 2, 3]}, {"bbox": [1, "2", 3, 4]}, {"bbox": [1, 2, 3, True]},
     {"segmentation": [[1, 2, 3, 4, 5, 6]]}, {"segmentation": {"size": [2, 2], "counts": [4]}},
     {"area": "big"}, {"iscrowd": True}, {"iscrowd": 1.0},
+    {"id": ""}, {"id": True}, {"image_id": 1.5}, {"category_id": None},
 ])
 def test_anything_but_a_plain_box_takes_the_general_path(change: dict[str, Any]) -> None:
-    from dvstore.io.coco import _plain_box
+    from dvstore.io.coco import _Builder
 
     ann = {"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 2, 3, 4], "area": 12, "iscrowd": 0,
            "segmentation": [], **change}
-    assert _plain_box(ann) is None
+    b = _Builder("f.json", keep_images=False)
+    assert not b._plain_box(ann)
+    assert not b.by_image
