@@ -496,22 +496,19 @@ def _encoded_annset(editor: Editor, iid: bytes, anns: list[Any]) -> bytes | None
         key = _ID_STR24 + hash_hex(seed + str(coco_id).encode(), 12).encode()
         one: bytes = _ONE + key + head + key + tail
         return one
-    entries = sorted(((_ID_STR24 + hash_hex(seed + str(coco_id).encode(), 12).encode(), head, tail, coco_id)
-                      for coco_id, head, tail in anns), key=_first)  # keys of one length sort as their strings do
-    for (x, *_), (y, _h, _t, coco_id) in zip(entries, entries[1:]):
-        if x == y:
+    by_key: dict[bytes, bytes] = {}  # each annotation's encoded id -> the rest of its entry
+    for coco_id, head, tail in anns:
+        key = _ID_STR24 + hash_hex(seed + str(coco_id).encode(), 12).encode()
+        if key in by_key:
             raise ImportFormatError(f"two COCO annotations with id {coco_id!r} on {editor._name_of(iid)}")
+        by_key[key] = head + key + tail
     # A map's canonical encoding: its header, then each key and value in key order (the key
-    # is the annotation's id, which it also holds).
-    return codec.map_header(len(entries)) + b"".join([k + head + k + tail for k, head, tail, _ in entries])
+    # is the annotation's id, which it also holds; keys of one length sort as their strings do).
+    return codec.map_header(len(by_key)) + b"".join([k + by_key[k] for k in sorted(by_key)])
 
 
 _ID_STR24 = codec.encode_canonical("0" * 24)[:1]
 _ONE = codec.map_header(1)
-
-
-def _first(entry: tuple[bytes, bytes, bytes, Any]) -> bytes:
-    return entry[0]
 
 
 def progress_bar(label: str) -> Progress:

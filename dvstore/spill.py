@@ -10,7 +10,7 @@ order (on equal keys the dict wins: it holds the later change), which is the str
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from dvstore import codec, testhooks
@@ -63,12 +63,14 @@ class Spill:
                 return _decode(raw)
         return v
 
-    def merged(self, name: bytes, d: dict[bytes, Any]) -> Iterator[tuple[bytes, Any]]:
-        """Every change of ``name`` in key order."""
+    def merged(self, name: bytes, d: dict[bytes, Any]) -> Iterable[tuple[bytes, Any]]:
+        """Every change of ``name`` in key order: a list when they are all in memory."""
         mem = sorted(d.items())
         if name not in self._on_disk:
-            yield from mem
-            return
+            return mem
+        return self._merged(name, mem)
+
+    def _merged(self, name: bytes, mem: list[tuple[bytes, Any]]) -> Iterator[tuple[bytes, Any]]:
         n = len(name)
         disk = ((k[n:], v) for k, v in self._scratch.scan(name))
         i = 0

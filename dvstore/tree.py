@@ -17,7 +17,8 @@ Values must be canonical msgpack values; ``apply`` canonicalises the ones it is 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from dvstore import codec
@@ -80,26 +81,43 @@ def _check_key(k: Any) -> None:
         raise CorruptObjectError("malformed tree key")
 
 
-def _write_leaf(store: ObjectStore, entries: list[list[Any]]) -> Digest:
+def _write_leaf(store: ObjectStore, entries: Sequence[Sequence[Any]]) -> Digest:
     if not entries:
         return EMPTY
     return store.put_encoded(LEAF, codec.encode_canonical(entries))
 
 
-def _build(store: ObjectStore, entries: list[list[Any]], depth: int) -> Digest:
-    """Write the canonical subtree for sorted ``entries`` at ``depth``."""
-    if len(entries) <= LEAF_MAX or depth >= MAX_DEPTH:
-        return _write_leaf(store, entries)
-    groups: list[list[list[Any]]] = [[] for _ in range(FANOUT)]
-    for e in entries:
-        groups[nibble(e[0], depth)].append(e)
+def _build(store: ObjectStore, entries: Sequence[Sequence[Any]], depth: int) -> Digest:
+    """Write the canonical subtree for sorted ``entries`` ([key, value] lists or (key,
+    value) tuples: both encode as arrays) at ``depth``."""
+    return _build_range(store, entries, 0, len(entries), depth)[0]
+
+
+def _build_range(store: ObjectStore, entries: Sequence[Sequence[Any]], lo: int, hi: int,
+                 depth: int) -> tuple[Digest, int]:
+    """``_build`` of ``entries[lo:hi]``, which share their first ``depth`` nibbles; (id, count).
+
+    Each child's range is found by bisecting for its upper bound, so the entries are not
+    visited again at every level: only the leaves encode them.
+    """
+    n = hi - lo
+    if n <= LEAF_MAX or depth >= MAX_DEPTH:
+        return _write_leaf(store, entries[lo:hi]), n
     bitmap = 0
     children = []
-    for i, g in enumerate(groups):
-        if g:
-            bitmap |= 1 << i
-            children.append(_build(store, g, depth + 1))
-    return store.put_encoded(NODE, codec.encode_canonical([bitmap, children, len(entries)]))
+    i = lo
+    while i < hi:
+        key = entries[i][0]
+        bound = _bound(key, depth)
+        j = hi if bound is None else bisect_left(entries, bound, i, hi, key=_key)
+        bitmap |= 1 << nibble(key, depth)
+        children.append(_build_range(store, entries, i, j, depth + 1)[0])
+        i = j
+    return store.put_encoded(NODE, codec.encode_canonical([bitmap, children, n])), n
+
+
+def _key(entry: Sequence[Any]) -> Any:
+    return entry[0]
 
 
 def build(store: ObjectStore, entries: Iterable[tuple[bytes, Any]], *, canonical: bool = False) -> Digest:
@@ -278,12 +296,23 @@ def apply_sorted(store: ObjectStore, root: bytes, changes: Iterable[tuple[bytes,
     """``apply`` for a stream of (key, canonical value or ``DELETE``) in strictly increasing
     key order: memory stays bounded whatever the number of changes (bulk ingest)."""
     if root == EMPTY:  # a new tree (a first ingest): nothing to merge with, deletions are no-ops
+        if isinstance(changes, list):  # in memory already: built by ranges (_build_range)
+            entries = [c for c in changes if c[1] is not DELETE]
+            _check_increasing(entries)
+            return _build(store, entries, 0)
         fresh = _Changes(c for c in _increasing(changes) if c[1] is not DELETE)
         return _build_stream(store, fresh, 0, None)[0]
     s = _Changes(_increasing(changes))
     if s.head is None:
         return Digest(root)
     return _apply(store, root, 0, None, s)[0]
+
+
+def _check_increasing(entries: list[tuple[bytes, Any]]) -> None:
+    """``_increasing``'s check of a whole list at once."""
+    if not (all(type(c[0]) is bytes and len(c[0]) == KEY_SIZE for c in entries)
+            and all(a[0] < b[0] for a, b in zip(entries, entries[1:]))):
+        raise ValueError("tree changes need distinct 16-byte keys in increasing order")
 
 
 def _increasing(changes: Iterable[tuple[bytes, Any]]) -> Iterator[tuple[bytes, Any]]:

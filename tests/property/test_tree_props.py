@@ -98,9 +98,27 @@ def test_streamed_apply_matches_build(base, changes):
     assert dict(tree.items(s, got)) == want
 
 
+@settings(max_examples=150, deadline=None)
+@given(st.dictionaries(clustered_ids, st.one_of(st.integers(0, 3), st.just(tree.DELETE)), max_size=400))
+def test_a_new_tree_from_a_list_equals_one_from_a_stream(changes):
+    """A first build takes ranges of a list (``_build_range``) or streams an iterator
+    (``_build_stream``): the same root, the same nodes."""
+    listed, streamed = MemoryObjectStore(), MemoryObjectStore()
+    batch = sorted(changes.items())
+    got = tree.apply_sorted(listed, tree.EMPTY, batch)
+    assert got == tree.apply_sorted(streamed, tree.EMPTY, iter(batch))
+    assert listed.pending == streamed.pending
+    assert dict(tree.items(listed, got)) == {k: v for k, v in changes.items() if v is not tree.DELETE}
+
+
 def test_streamed_apply_refuses_unsorted_changes():
     s = MemoryObjectStore()
     with pytest.raises(ValueError):
         tree.apply_sorted(s, tree.EMPTY, [(b"\2" * 16, 1), (b"\1" * 16, 2)])
     with pytest.raises(ValueError):
         tree.apply_sorted(s, tree.EMPTY, [(b"\1" * 16, 1), (b"\1" * 16, 2)])
+    for bad in ([(b"\2" * 16, 1), (b"\1" * 16, 2)], [(b"\1" * 15, 1)], [("a" * 16, 1)]):
+        with pytest.raises(ValueError):
+            tree.apply_sorted(s, tree.EMPTY, iter(bad))
+        with pytest.raises(ValueError):
+            tree.apply_sorted(s, tree.EMPTY, list(bad))
