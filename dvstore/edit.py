@@ -203,8 +203,7 @@ class Editor:
             filename = normalize_filename(filename)
         pk = path_key(filename)
         iid = self._item_at(filename, pk)
-        given = system or {}
-        system = {k: given[k] for k in sorted(given) if k in INTRINSIC_SYSTEM}
+        system = {k: system[k] for k in sorted(system) if k in INTRINSIC_SYSTEM} if system else {}
         if iid is None:
             self._add_name(filename)
             iid = new_item_id()
@@ -285,7 +284,9 @@ class Editor:
 
     def _folder_count(self, folder: str) -> int:
         """Items below ``folder`` in the pending version (0: not a folder)."""
-        return self._dir_delta.get(folder, 0) + folder_count(self.objects, self._base_folders(), folder)
+        n = self._dir_delta.get(folder, 0)
+        base = self._base_folders()
+        return n if base == tree.EMPTY else n + folder_count(self.objects, base, folder)
 
     def _add_name(self, filename: str) -> None:
         """Record ``filename`` (normalised, not an item now) as an item, or raise InvalidNameError."""

@@ -29,6 +29,12 @@ def hash_bytes(data: bytes | memoryview) -> Digest:
     return Digest(blake3(data).digest())
 
 
+def hash_prefix(data: bytes, length: int) -> bytes:
+    """The first ``length`` bytes of ``data``'s blake3 digest (blake3's output of that length)."""
+    out: bytes = blake3(data).digest(length)
+    return out
+
+
 def hash_hex(data: bytes, length: int) -> str:
     """The first ``length`` bytes of ``data``'s blake3 digest, in hex."""
     return blake3(data).hexdigest(length)

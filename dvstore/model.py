@@ -31,7 +31,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from dvstore.errors import CorruptObjectError, InvalidNameError
-from dvstore.hashing import hash_bytes
+from dvstore.hashing import hash_prefix
 
 FORMAT = 1
 ITEM_ID_SIZE = 16
@@ -154,12 +154,12 @@ def normalize_dir(d: str) -> str:
 
 def path_key(filename: str) -> bytes:
     """Key of a filename in the derived path index."""
-    return hash_bytes(filename.encode("utf-8"))[:16]
+    return hash_prefix(filename.encode("utf-8"), 16)
 
 
 def folder_key(folder: str) -> bytes:
     """Key of a folder ("/a/b") in the derived folder index."""
-    return hash_bytes(b"dir:" + folder.encode("utf-8"))[:16]
+    return hash_prefix(b"dir:" + folder.encode("utf-8"), 16)
 
 
 def count_folders(delta: dict[str, int], filename: str, step: int) -> None:

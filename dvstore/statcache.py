@@ -10,6 +10,7 @@ clean" rule).
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 from dvstore import codec
@@ -19,10 +20,14 @@ from dvstore.repo import Repository
 RACY_NS = 20_000_000
 
 
+_FS_ENCODING = sys.getfilesystemencoding()
+_FS_ERRORS = sys.getfilesystemencodeerrors()
+
+
 def cache_key(path: str) -> bytes:
     """Key of a local path given absolute (``ingest.walk``'s; realpath would cost a syscall
-    per component)."""
-    return os.fsencode(path)
+    per component): ``os.fsencode(path)``, without its per-call checks (once per file)."""
+    return path.encode(_FS_ENCODING, _FS_ERRORS)
 
 
 def lookup_stat(repo: Repository, keys: list[bytes], *, require_blob: bool = True) -> dict[bytes, list[Any]]:
@@ -61,4 +66,4 @@ def stat_entry(st: os.stat_result, verified_ns: int, blob: bytes, mimetype: str,
     """The entry of a file whose stat was ``st`` and whose bytes, hashed by ``verified_ns``,
     are ``blob``."""
     return codec.encode_canonical([st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns, verified_ns, blob,
-                                   mimetype, codec.canonical(system)])
+                                   mimetype, codec.canonical(system) if system else {}])
