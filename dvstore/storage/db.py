@@ -520,6 +520,11 @@ class Scratch:
         self.path: str | None = None
         self._env: lmdb.Environment | None = None
         self._drop: weakref.finalize | None = None  # type: ignore[type-arg]
+        # One read transaction serves every read between two writes (a COCO spill reads
+        # once or twice per image): opening one per read cost more than the read. Ended
+        # before each write, which must not run beside a reader (no lock file).
+        self._reader: ReadTxn | None = None
+        self._raw_reader: Any = None
 
     def _open(self) -> lmdb.Environment:
         if self._env is None:
@@ -553,9 +558,22 @@ class Scratch:
             raise StorageError(f"cannot grow a scratch file in {self.tmpdir}: {e.strerror}",
                                hint="check free disk space") from None
 
+    def _read(self) -> ReadTxn:
+        if self._reader is None:
+            assert self._env is not None
+            self._raw_reader = self._env.begin()
+            self._reader = ReadTxn(self._raw_reader, _SCRATCH_DBS)
+        return self._reader
+
+    def _end_read(self) -> None:
+        if self._raw_reader is not None:
+            self._raw_reader.abort()
+        self._reader = self._raw_reader = None
+
     def put_many(self, rows: list[tuple[bytes, bytes]]) -> None:
         """Store ``rows`` (best sorted by key) in one transaction, replacing equal keys."""
         env = self._open()
+        self._end_read()
         for _ in range(64):
             try:
                 with env.begin(write=True) as t:
@@ -573,24 +591,23 @@ class Scratch:
     def get(self, key: bytes) -> bytes | None:
         if self._env is None:
             return None
-        with self._env.begin() as t:
-            return ReadTxn(t, _SCRATCH_DBS).get("", key)
+        return self._read().get("", key)
 
     def scan(self, prefix: bytes, batch: int = 4096) -> Iterator[tuple[bytes, bytes]]:
-        """Rows whose key starts with ``prefix``, in key order (read in short batches)."""
-        env = self._env
-        if env is None:
+        """Rows whose key starts with ``prefix``, in key order (read in short batches, so
+        that writes may come between them)."""
+        if self._env is None:
             return
 
         def page(start: bytes, n: int) -> list[tuple[bytes, bytes]]:
-            with env.begin() as t:
-                return list(ReadTxn(t, _SCRATCH_DBS).scan_from("", start, prefix, n))
+            return list(self._read().scan_from("", start, prefix, n))
 
         for rows in _pages(page, prefix, batch):
             yield from rows
 
     def close(self) -> None:
         """Close and delete the file."""
+        self._end_read()
         if self._drop is not None:
             self._drop()
         self._env = self._drop = None

@@ -103,3 +103,23 @@ def test_scratch_scan_crosses_batches(tmp_path: Path) -> None:
         assert list(sc.scan(b"p", batch=batch)) == rows
     assert list(sc.scan(b"r")) == []
     sc.close()
+
+
+def test_scratch_reads_see_every_write_and_scans_survive_writes_between_pages(tmp_path: Path) -> None:
+    # One read transaction serves the reads between two writes: each write ends it, so a
+    # read after a write sees it, and a scan's next page starts from the new state.
+    sc = Scratch(str(tmp_path))
+    assert sc.get(b"a") is None and list(sc.scan(b"")) == []
+    sc.put_many([(b"a", b"1")])
+    assert sc.get(b"a") == b"1" and sc.get(b"b") is None
+    sc.put_many([(b"a", b"2"), (b"b", b"3")])
+    assert (sc.get(b"a"), sc.get(b"b")) == (b"2", b"3")
+    sc.put_many([(b"p" + bytes([i]), b"old") for i in range(9)])
+    seen = []
+    for k, v in sc.scan(b"p", batch=3):
+        seen.append((k, v))
+        if k == b"p\x01":  # a write while the first page is being handed out
+            sc.put_many([(b"p" + bytes([i]), b"new") for i in range(9)])
+    assert seen == [(b"p" + bytes([i]), b"old" if i < 3 else b"new") for i in range(9)]
+    sc.close()
+    assert not os.listdir(tmp_path)
