@@ -10,8 +10,9 @@ Layout::
 
 This module owns materialisation (RELIABILITY §3.1: every item name is re-validated, and all
 file access goes through ``dvstore.safefs``, which never opens, writes or walks through a
-symlink), reading the folder back, and turning what changed into Editor calls. It must not touch the store's write
-order (``Editor.commit`` / ``Repository.publish`` own it) or trust a name it did not check.
+symlink), reading the folder back, and turning what changed into Editor calls (what an
+edited json file changes is worked out by ``workdir_json``). It must not touch the store's
+write order (``Editor.commit`` / ``Repository.publish`` own it) or trust a name it did not check.
 
 Fast status: every file checkout or commit writes, and every file status had to read, is
 recorded in the store's stat cache (``statcache``; key = the file's real path). An
@@ -47,11 +48,10 @@ from typing import Any
 
 from dvstore import codec, perf, tree
 from dvstore.api import Dataset, Store
-from dvstore.edit import Editor, normalize_annotation
+from dvstore.edit import Editor
 from dvstore.errors import (
     ConflictError,
     DvsError,
-    ImportFormatError,
     InvalidNameError,
     NotFoundError,
     StorageError,
@@ -59,9 +59,9 @@ from dvstore.errors import (
 )
 from dvstore.hashing import Digest, hash_bytes, short
 from dvstore.ingest import Progress
-from dvstore.io import dataloop, imageinfo
+from dvstore.io import imageinfo
 from dvstore.model import Commit, normalize_filename, now_iso
-from dvstore.repo import ANNSET, DatasetRecord, Repository, path_key
+from dvstore.repo import DatasetRecord, Repository, path_key
 from dvstore.safefs import (
     DIR_MODE,
     DirChain,
@@ -76,7 +76,7 @@ from dvstore.safefs import (
 )
 from dvstore.statcache import RACY_NS, cache_hit, lookup_stat, stat_entry
 from dvstore.storage.blobs import SMALL_MAX, storage_error
-from dvstore.views import item_json
+from dvstore.workdir_json import JsonEdit, VItem, apply_edit, json_edit, render_json, view
 
 CHECKOUT_FILE = ".dvs-checkout"
 CHECKOUT_FORMAT = 1
@@ -157,23 +157,6 @@ class CommitResult:
 # -- small helpers -----------------------------------------------------------------------
 
 
-def _same(a: Any, b: Any) -> bool:
-    """Equal as stored (1, 1.0 and True differ)."""
-    return codec.encode(a) == codec.encode(b)
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, (bytes, bytearray)):
-        return bytes(o).hex()
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
-def render_json(view: dict[str, Any]) -> bytes:
-    """The bytes of a json/ file: pretty, sorted keys, UTF-8, newline at the end."""
-    text = json.dumps(view, indent=2, sort_keys=True, ensure_ascii=False, default=_json_default)
-    return (text + "\n").encode("utf-8")
-
-
 def _filename_of(top: str, rel: str) -> str:
     try:
         return normalize_filename("/" + rel)
@@ -222,33 +205,19 @@ def _store_stat_cache(repo: Repository, pending: list[_CacheRow]) -> None:
 # -- the checked-out version -----------------------------------------------------------------
 
 
-@dataclass
-class _VItem:
-    iid: bytes
-    irec: dict[str, Any]
-    ann_oid: bytes | None
-    meta: dict[str, Any] | None
-    status: dict[str, Any] | None
-
-
-def _json_key(v: _VItem) -> str:
+def _json_key(v: VItem) -> str:
     """Hash of the records an item's json is made from: equal keys, equal json."""
     # Layer values come out of the trees in canonical form already.
     return hash_bytes(_JSON_KEY_TAG + codec.encode_canonical([v.iid, v.irec, v.ann_oid, v.meta, v.status])).hex()
 
 
-def _view(repo: Repository, v: _VItem) -> dict[str, Any]:
-    annset = repo.objects.get(v.ann_oid, ANNSET) if v.ann_oid else None
-    return item_json(v.iid, v.irec, annset, v.meta, v.status)
-
-
-def _records(repo: Repository, cid: bytes, filenames: Iterable[str]) -> dict[str, _VItem]:
+def _records(repo: Repository, cid: bytes, filenames: Iterable[str]) -> dict[str, VItem]:
     """The records of some items of a version, by filename (missing names are left out)."""
     c = repo.commit(cid)
     objs = repo.objects
     items_root = c.layers["items"] or tree.EMPTY
     path_root = repo.path_index(items_root)
-    out: dict[str, _VItem] = {}
+    out: dict[str, VItem] = {}
     for fn in filenames:
         hit = tree.get(objs, path_root, path_key(fn))
         if hit is None or hit[0] != fn:
@@ -261,15 +230,15 @@ def _records(repo: Repository, cid: bytes, filenames: Iterable[str]) -> dict[str
         for layer in ("annotations", "metadata", "status"):
             root = c.layers[layer]
             vals.append(tree.get(objs, root, iid) if root else None)
-        out[fn] = _VItem(iid, irec, vals[0], vals[1], vals[2])
+        out[fn] = VItem(iid, irec, vals[0], vals[1], vals[2])
     return out
 
 
-def _version_items(store: Store, rec: DatasetRecord, cid: Digest) -> dict[str, _VItem]:
+def _version_items(store: Store, rec: DatasetRecord, cid: Digest) -> dict[str, VItem]:
     """Every item of a version by filename, each name checked again (a hand-crafted tree
     can bypass ingest): canonical as ``normalize_filename`` returns it, and unique."""
     ds = Dataset(store, rec, cid)
-    out: dict[str, _VItem] = {}
+    out: dict[str, VItem] = {}
     for iid, irec, ann, meta, st in ds.items.iter_records():
         fn: Any = irec.get("filename")
         try:
@@ -283,7 +252,7 @@ def _version_items(store: Store, rec: DatasetRecord, cid: Digest) -> dict[str, _
         if fn in out:
             raise InvalidNameError(f"the version holds two items named {fn!r}",
                                    hint="the version was not made by dvs; run 'dvs fsck'")
-        out[fn] = _VItem(iid, irec, ann, meta, st)
+        out[fn] = VItem(iid, irec, ann, meta, st)
     return out
 
 
@@ -402,7 +371,7 @@ def checkout(store: Store, dataset: Dataset | str, commit_id: bytes | str | None
                 if fn + JSON_SUFFIX in folders:
                     stats.skipped_json.append(fn)  # json/<fn>.json is a folder of other items' json
                 else:
-                    data = render_json(_view(repo, v))
+                    data = render_json(view(repo, v))
                     jfd = json_chain.fd(parts[:-1])
                     jst = write_file(jfd, parts[-1] + JSON_SUFFIX, (data,), f"{JSON_DIR}/{rel}{JSON_SUFFIX}",
                                       exclusive=not force)
@@ -483,176 +452,6 @@ def _open_workdir(directory: str, store_path: str | None) -> _Workdir:
     return _Workdir(root, store, rec, Digest(cid))
 
 
-# -- reading json edits ---------------------------------------------------------------------------
-
-
-@dataclass
-class _JsonEdit:
-    display: str
-    parts: list[str]
-    annotations: list[dict[str, Any]] | None = None
-    metadata: tuple[dict[str, Any], dict[str, Any]] | None = None
-    tasks: dict[str, tuple[str | None, dict[str, Any]]] | None = None
-    hidden: bool | None = None
-
-
-_EMPTY_DOC: dict[str, Any] = {"annotations": [], "metadata": {"system": {}, "user": {}}, "status": {}, "hidden": False}
-_TASK_FIELDS = ("type", "metadata", "ref")
-_RESERVED_KWARGS = frozenset({"filename", "task_id", "status"})
-
-
-def _parse(raw: bytes, display: str) -> dict[str, Any]:
-    doc = dataloop.parse_json_bytes(raw, display)
-    if not isinstance(doc, dict):
-        raise ImportFormatError(f"{display}: an item json must be an object")
-    return doc
-
-
-def _load(doc: dict[str, Any], display: str) -> dict[str, Any]:
-    try:
-        return dataloop.load_item_json(doc)
-    except ImportFormatError as e:
-        raise ImportFormatError(e.message.replace("<item json>", display, 1), hint=e.hint) from None
-
-
-def _tasks_of(doc: dict[str, Any], display: str, *, use_map: bool) -> dict[str, dict[str, Any]]:
-    d = doc if use_map else {**doc, "status": None}
-    tasks = _load(d, display)["tasks"]
-    return {tid: t for tid, t in tasks.items() if t.get("status") is not None}
-
-
-def _refs_stated(doc: dict[str, Any]) -> bool:
-    md = doc.get("metadata")
-    return isinstance(md, dict) and isinstance(md.get("system"), dict) and "refs" in md["system"]
-
-
-def _effective_metadata(md: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    # What Editor.update_metadata(replace=True) keeps: user, and system without task refs.
-    system = {k: v for k, v in (md.get("system") or {}).items() if k not in ("refs", "taskStatusLog")}
-    return dict(md.get("user") or {}), system
-
-
-def _json_edit(repo: Repository, display: str, raw: bytes, filename: str, v: _VItem | None) -> _JsonEdit | None:
-    """What a json file changes relative to the checked-out item (None: nothing)."""
-    base_bytes = render_json(_view(repo, v)) if v is not None else None
-    if raw == base_bytes:
-        return None
-    doc = _parse(raw, display)
-    doc_id = doc.get("id")
-    if doc_id is not None:
-        if v is None:
-            raise UsageError(f"{display}: id {doc_id!r} does not match: {filename} is a new item "
-                             "(it gets an id when committed)", hint='remove the "id" field')
-        if doc_id != v.iid.hex():
-            raise UsageError(f"{display}: id {doc_id!r} does not match the item at {filename} ({v.iid.hex()})",
-                             hint='fix or remove the "id" field; to move an item, move its file under items/')
-    doc_fn = doc.get("filename")
-    if doc_fn is not None:
-        try:
-            same = isinstance(doc_fn, str) and normalize_filename(doc_fn) == filename
-        except InvalidNameError:
-            same = False
-        if not same:
-            raise UsageError(f"{display}: filename {doc_fn!r} does not match its path ({filename})",
-                             hint='fix or remove the "filename" field; to move an item, move its file under items/')
-    new = _load(doc, display)
-    if v is not None:
-        base_doc = json.loads(base_bytes or b"{}")
-        try:
-            base = _load(base_doc, "the checked-out version")
-        except ImportFormatError as e:
-            raise UsageError(f"{display}: this item's json cannot be edited: {e.message}",
-                             hint="restore the file with 'dvs checkout --force', "
-                                  "or edit the item through the API") from None
-        stored_anns: dict[str, Any] = dict(repo.objects.get(v.ann_oid, ANNSET)) if v.ann_oid else {}
-        stored_tasks: dict[str, Any] = dict(((v.status or {}).get("tasks")) or {})
-    else:
-        base_doc = _EMPTY_DOC
-        base = _load(base_doc, display)
-        stored_anns, stored_tasks = {}, {}
-    edit = _JsonEdit(display, [])
-
-    if "annotations" in doc:
-        new_anns = {a["id"]: a for a in new["annotations"]}
-        base_anns = {a["id"]: a for a in base["annotations"]}
-        new_qa, base_qa = new["annotation_status"], base["annotation_status"]
-        if not _same([new_anns, new_qa], [base_anns, base_qa]):
-            out = []
-            for aid, a in new_anns.items():
-                keep = aid in base_anns and aid in stored_anns and _same(a, base_anns[aid])
-                ann = dict(stored_anns[aid]) if keep else dict(a)
-                md = dict(ann.get("metadata") or {})
-                md["system"] = {**(md.get("system") or {}), "status": new_qa.get(aid)}
-                ann["metadata"] = md
-                try:
-                    normalize_annotation(ann)
-                except DvsError as e:
-                    raise UsageError(f"{display}: {e.message}", hint=e.hint) from None
-                out.append(ann)
-            edit.annotations = out
-            edit.parts.append("annotations")
-
-    if "metadata" in doc:
-        new_md, base_md = _effective_metadata(new["metadata"]), _effective_metadata(base["metadata"])
-        if not _same(list(new_md), list(base_md)):
-            edit.metadata = new_md
-            edit.parts.append("metadata")
-
-    map_stated = doc.get("status") is not None
-    refs_stated = _refs_stated(doc)
-    if map_stated or refs_stated:
-        base_map = _tasks_of(base_doc, "the checked-out version", use_map=True)
-        base_refs = _tasks_of(base_doc, "the checked-out version", use_map=False)
-        new_map = _tasks_of(doc, display, use_map=True) if map_stated else base_map
-        new_refs = _tasks_of(doc, display, use_map=False) if refs_stated else base_refs
-        map_changed = map_stated and not _same(new_map, base_map)
-        refs_changed = refs_stated and not _same(new_refs, base_refs)
-        if map_changed and refs_changed and not _same(_statuses(new_map), _statuses(new_refs)):
-            raise UsageError(f"{display}: the \"status\" map and metadata.system.refs disagree about task status",
-                             hint="edit one of them (or make them agree)")
-        target = new_map if map_changed else new_refs if refs_changed else None
-        if target is not None:
-            base_t = base_map if map_changed else base_refs
-            edit.tasks = _task_changes(target, base_t, stored_tasks)
-            if edit.tasks:
-                edit.parts.append("status")
-
-    hidden = new.get("hidden")
-    if hidden is not None and bool(hidden) != bool(base.get("hidden")):
-        edit.hidden = bool(hidden)
-        edit.parts.append("hidden")
-    return edit if edit.parts else None
-
-
-def _statuses(tasks: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    return {tid: t.get("status") for tid, t in tasks.items()}
-
-
-def _task_changes(new: dict[str, dict[str, Any]], base: dict[str, dict[str, Any]],
-                  stored: dict[str, Any]) -> dict[str, tuple[str | None, dict[str, Any]]]:
-    """{task id: (new status or None to remove, the other fields to store)} for changed tasks."""
-    out: dict[str, tuple[str | None, dict[str, Any]]] = {}
-    for tid in sorted(set(new) | set(base)):
-        nt, bt = new.get(tid), base.get(tid)
-        if nt is not None and bt is not None and _same(nt, bt):
-            continue
-        if nt is None:
-            out[tid] = (None, {})
-            continue
-        extra = {k: val for k, val in (stored.get(tid) or {}).items() if k != "status"}
-        for k in _TASK_FIELDS:
-            nv, bv = nt.get(k), (bt or {}).get(k)
-            if bt is None or not _same(nv, bv):
-                if nv is None:
-                    extra.pop(k, None)
-                else:
-                    extra[k] = nv
-        extra = {k: val for k, val in extra.items() if k not in _RESERVED_KWARGS}
-        status = nt.get("status")
-        out[tid] = (status if isinstance(status, str) else None, extra)
-    return out
-
-
 # -- status -----------------------------------------------------------------------------------------
 
 
@@ -660,11 +459,11 @@ def _task_changes(new: dict[str, dict[str, Any]], base: dict[str, dict[str, Any]
 class _Scan:
     wd: _Workdir
     status: Status
-    version: dict[str, _VItem]
+    version: dict[str, VItem]
     items: dict[str, DiskFile]
     jsons: dict[str, DiskFile]
-    edits: dict[str, _JsonEdit]
-    new_edits: dict[str, _JsonEdit]
+    edits: dict[str, JsonEdit]
+    new_edits: dict[str, JsonEdit]
     cache: list[_CacheRow]
 
 
@@ -696,8 +495,8 @@ def _scan(wd: _Workdir) -> _Scan:
         keys += [_cache_key(wd.root, JSON_DIR, f.rel) for f in jsons.values()]
         cached = lookup_stat(repo, keys, require_blob=False)
         pending: list[_CacheRow] = []
-        edits: dict[str, _JsonEdit] = {}
-        new_edits: dict[str, _JsonEdit] = {}
+        edits: dict[str, JsonEdit] = {}
+        new_edits: dict[str, JsonEdit] = {}
         for fn in sorted(version):
             v = version[fn]
             f = items.get(fn)
@@ -734,7 +533,7 @@ def _scan(wd: _Workdir) -> _Scan:
                 continue
             raw, fst = read_all(root_fd, [JSON_DIR, *j.rel.split("/")], display)
             st.read += 1
-            edit = _json_edit(repo, display, raw, fn, v)
+            edit = json_edit(repo, display, raw, fn, v)
             if edit is None:
                 pending.append((key, fst, hash_bytes(raw), "application/json", {_CACHE_MARK: jk}))
             else:
@@ -747,7 +546,7 @@ def _scan(wd: _Workdir) -> _Scan:
                 display = f"{JSON_DIR}/{j.rel}"
                 raw, _ = read_all(root_fd, [JSON_DIR, *j.rel.split("/")], display)
                 st.read += 1
-                edit = _json_edit(repo, display, raw, fn, None)
+                edit = json_edit(repo, display, raw, fn, None)
                 if edit is not None:
                     new_edits[fn] = edit
         for fn in sorted(set(jsons) - set(version) - set(items)):
@@ -830,7 +629,7 @@ def commit_folder(directory: str = ".", message: str = "", *, store_path: str | 
                     f = scan.items[fn]
                     cache.append(_store_file(e, root_fd, fn, f, wd.root))
                 for fn, edit in sorted({**scan.edits, **scan.new_edits}.items()):
-                    _apply_edit(e, fn, edit)
+                    apply_edit(e, fn, edit)
                 _publish_folder(wd, e, result)
             except BaseException:
                 repo.objects.discard()
@@ -928,21 +727,6 @@ def _store_file(e: Editor, root_fd: int, fn: str, f: DiskFile,
     return (_cache_key(root, ITEMS_DIR, f.rel), fst, bytes(rec["blob"]), rec["mimetype"], rec.get("system") or {})
 
 
-def _apply_edit(e: Editor, fn: str, edit: _JsonEdit) -> None:
-    try:
-        if edit.annotations is not None:
-            e.set_annotations(fn, edit.annotations)
-        if edit.metadata is not None:
-            user, system = edit.metadata
-            e.update_metadata(fn, user=user, system=system, replace=True)
-        for tid, (status_, extra) in (edit.tasks or {}).items():
-            e.set_task_status(fn, tid, status_, **extra)
-        if edit.hidden is not None:
-            e.set_hidden(fn, edit.hidden)
-    except DvsError as err:
-        raise type(err)(f"{edit.display}: {err.message}", hint=err.hint) from None
-
-
 def _write_checkout_after(wd: _Workdir, result: CommitResult,
                           cache: list[_CacheRow]) -> None:
     """After a commit: point .dvs-checkout at it and bring touched json files up to date."""
@@ -976,7 +760,7 @@ def _write_checkout_after(wd: _Workdir, result: CommitResult,
             for fn, v in sorted(_records(repo, new, wanted).items()):
                 rel = scan_json.get(fn) or fn[1:] + JSON_SUFFIX
                 parts = rel.split("/")
-                data = render_json(_view(repo, v))
+                data = render_json(view(repo, v))
                 try:
                     dfd = chain.fd(parts[:-1])
                     jst = write_file(dfd, parts[-1], (data,), f"{JSON_DIR}/{rel}")
