@@ -90,19 +90,19 @@ def _write_leaf(store: ObjectStore, entries: Sequence[Sequence[Any]]) -> Digest:
 def _build(store: ObjectStore, entries: Sequence[Sequence[Any]], depth: int) -> Digest:
     """Write the canonical subtree for sorted ``entries`` ([key, value] lists or (key,
     value) tuples: both encode as arrays) at ``depth``."""
-    return _build_range(store, entries, 0, len(entries), depth)[0]
+    return _build_range(store, entries, 0, len(entries), depth)
 
 
 def _build_range(store: ObjectStore, entries: Sequence[Sequence[Any]], lo: int, hi: int,
-                 depth: int) -> tuple[Digest, int]:
-    """``_build`` of ``entries[lo:hi]``, which share their first ``depth`` nibbles; (id, count).
+                 depth: int) -> Digest:
+    """``_build`` of ``entries[lo:hi]``, which share their first ``depth`` nibbles.
 
     Each child's range is found by bisecting for its upper bound, so the entries are not
     visited again at every level: only the leaves encode them.
     """
     n = hi - lo
     if n <= LEAF_MAX or depth >= MAX_DEPTH:
-        return _write_leaf(store, entries[lo:hi]), n
+        return _write_leaf(store, entries[lo:hi])
     bitmap = 0
     children = []
     i = lo
@@ -111,9 +111,9 @@ def _build_range(store: ObjectStore, entries: Sequence[Sequence[Any]], lo: int, 
         bound = _bound(key, depth)
         j = hi if bound is None else bisect_left(entries, bound, i, hi, key=_key)
         bitmap |= 1 << nibble(key, depth)
-        children.append(_build_range(store, entries, i, j, depth + 1)[0])
+        children.append(_build_range(store, entries, i, j, depth + 1))
         i = j
-    return store.put_encoded(NODE, codec.encode_canonical([bitmap, children, n])), n
+    return store.put_encoded(NODE, codec.encode_canonical([bitmap, children, n]))
 
 
 def _key(entry: Sequence[Any]) -> Any:

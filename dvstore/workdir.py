@@ -74,7 +74,7 @@ from dvstore.safefs import (
     walk_files,
     write_file,
 )
-from dvstore.statcache import RACY_NS, cache_hit, lookup_stat, stat_entry
+from dvstore.statcache import RACY_NS, cache_hit, cache_key, lookup_stat, stat_entry
 from dvstore.storage.blobs import SMALL_MAX, storage_error
 from dvstore.workdir_json import JsonEdit, VItem, apply_edit, json_edit, render_json, view
 
@@ -166,7 +166,7 @@ def _filename_of(top: str, rel: str) -> str:
 
 
 def _cache_key(root: str, top: str, rel: str) -> bytes:
-    return os.fsencode(f"{root}/{top}/{rel}")
+    return cache_key(f"{root}/{top}/{rel}")
 
 
 def _settle(max_mtime_ns: int) -> int:
