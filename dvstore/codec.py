@@ -117,6 +117,13 @@ def _no_ext(code: int, data: bytes) -> Any:
     raise ValueError("extension types are not allowed")
 
 
+def decode_own(data: bytes) -> Any:
+    """Decode bytes this process encoded itself moments ago (the rows of its own scratch
+    table), without ``decode``'s limits: a fifth of its cost, on paths that decode a row per
+    annotation of a big import."""
+    return msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True, ext_hook=_no_ext)
+
+
 def decode(data: bytes | memoryview, *, max_len: int = MAX_CONTAINER_LEN) -> Any:
     """Decode untrusted bytes with hard limits; any failure is a CorruptObjectError."""
     if len(data) > MAX_OBJECT_SIZE:

@@ -31,7 +31,7 @@ def _encode(v: Any) -> bytes:
 
 
 def _decode(raw: bytes) -> Any:
-    return DELETE if raw == _DELETED else codec.decode(raw[1:])
+    return DELETE if raw == _DELETED else codec.decode_own(raw[1:])
 
 
 class Spill:

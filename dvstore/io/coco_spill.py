@@ -34,9 +34,9 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from dvstore.codec import decode, encode_canonical
+from dvstore.codec import decode_own, encode_canonical
 from dvstore.errors import ImportFormatError, InvalidNameError
-from dvstore.hashing import hash_bytes
+from dvstore.hashing import hash_prefix
 from dvstore.io.coco import _Builder, label_part
 from dvstore.model import normalize_filename
 from dvstore.storage.db import Scratch
@@ -52,14 +52,14 @@ _NAME_KEY = 400
 
 
 def _digest(value: Any) -> bytes:
-    return hash_bytes(encode_canonical(value))[:16]
+    return hash_prefix(encode_canonical(value), 16)
 
 
 def _name_key(name: str) -> bytes:
     raw = name.encode()
     if len(raw) <= _NAME_KEY:
         return b"n" + raw
-    return b"n" + raw[:_NAME_KEY] + hash_bytes(raw)[:16]
+    return b"n" + raw[:_NAME_KEY] + hash_prefix(raw, 16)
 
 
 class CocoSpill:
@@ -116,7 +116,7 @@ class CocoSpill:
             if held is None:
                 held = self._scratch.get(key)
             if held is not None:  # file_names differing only in Unicode normalisation
-                _, other, other_file = decode(held)
+                _, other, other_file = decode_own(held)
                 self._bad_name(other, f"{self.path}: two images name the same item {name} (file_name {other_file!r})")
             rows[key] = encode_canonical([d, index, file_name])
             if len(rows) >= FLUSH:
@@ -166,7 +166,7 @@ class CocoSpill:
         for _, rows in itertools.groupby(scan(b"n"), group):
             named = []
             for key, v in rows:
-                d, _, file_name = decode(v)
+                d, _, file_name = decode_own(v)
                 # A long name's key holds only its start: name it again.
                 name = key[1:].decode() if len(key) <= 1 + _NAME_KEY else self._item(file_name)
                 named.append((name, d))
@@ -174,7 +174,7 @@ class CocoSpill:
             for name, d in named:
                 anns = []
                 for _, raw in scan(b"a" + d):
-                    coco_id, category, head, rest = decode(raw)
+                    coco_id, category, head, rest = decode_own(raw)
                     anns.append([coco_id, head, parts[category] + rest])
                 yield name, anns
 

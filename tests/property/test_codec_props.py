@@ -12,6 +12,7 @@ def test_round_trip_and_canonical(x):
     y = codec.decode(b)
     assert codec.encode(y) == b
     assert y == codec.canonical(x)
+    assert codec.decode_own(b) == y  # scratch rows: the same values, without the limits
 
 
 @given(st.dictionaries(st.text(max_size=6), st.integers(-(2**63), 2**63 - 1), max_size=8), st.randoms())
