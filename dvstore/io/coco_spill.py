@@ -15,9 +15,10 @@ have a fixed length, and a prefix scan of ``a`` + ``d(image id)`` is exact):
 * ``n`` + item name -> ``[d(image id), image index]``: the images by item name. LMDB keys
   are at most 511 bytes: a longer name is keyed by its first ``_NAME_KEY`` bytes and its
   digest, and the few names that share those bytes are sorted by ``entries``;
-* ``a`` + d(image id) + 8-byte sequence -> ``[coco id, category id, head, rest]``: the
-  annotations of each image in file order (an ``EncodedAnnotation``'s body cut in two: its
-  tail is ``coco.label_part(label) + rest`` once the label is known);
+* ``a`` + d(image id) + 8-byte sequence -> ``[[coco id, category id, head, rest], ...]``:
+  the annotations of each image in file order, one row per image and move to disk (an
+  ``EncodedAnnotation``'s body cut in two: its tail is ``coco.label_part(label) + rest``
+  once the label is known);
 * ``p`` + d(image id) -> ``b""``: image ids that annotations named before any image had
   them; ``bad_references`` checks them once the file is read.
 
@@ -125,11 +126,10 @@ class CocoSpill:
             d = _digest(image_id)
             if image_id not in b.file_of and not self._has(b"i" + d):
                 rows[b"p" + d] = encode_canonical(image_id)
-            for a in anns:
-                self._categories.add(a.label)
-                body, cut = a.body, a.cut
+            if anns:
+                self._categories.update(a.label for a in anns)
                 rows[b"a" + d + self._seq.to_bytes(8, "big")] = encode_canonical(
-                    [a.coco_id, a.label, body[:cut], body[cut:]])
+                    [[a.coco_id, a.label, a.body[:a.cut], a.body[a.cut:]] for a in anns])
                 self._seq += 1
             if len(rows) >= FLUSH:
                 put()
@@ -174,8 +174,8 @@ class CocoSpill:
             for name, d in named:
                 anns = []
                 for _, raw in scan(b"a" + d):
-                    coco_id, category, head, rest = decode_own(raw)
-                    anns.append([coco_id, head, parts[category] + rest])
+                    for coco_id, category, head, rest in decode_own(raw):
+                        anns.append([coco_id, head, parts[category] + rest])
                 yield name, anns
 
     def close(self) -> None:
