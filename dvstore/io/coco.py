@@ -463,9 +463,7 @@ class _Builder:
         for anything else, which takes the general path with its checks and messages."""
         ann_id, image_id, category_id = ann["id"], ann["image_id"], ann["category_id"]
         bbox, seg, area, crowd = ann["bbox"], ann["segmentation"], ann["area"], ann["iscrowd"]
-        if not ((type(ann_id) is int or (type(ann_id) is str and ann_id))
-                and (type(image_id) is int or (type(image_id) is str and image_id))
-                and (type(category_id) is int or (type(category_id) is str and category_id))
+        if not (_good_id(ann_id) and _good_id(image_id) and _good_id(category_id)
                 and type(bbox) is list and len(bbox) == 4 and (seg == [] or seg == [[]])
                 and type(area) in _NUMBER_TYPES and type(crowd) is int):
             return False

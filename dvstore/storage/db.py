@@ -524,7 +524,6 @@ class Scratch:
         # once or twice per image): opening one per read cost more than the read. Ended
         # before each write, which must not run beside a reader (no lock file).
         self._reader: ReadTxn | None = None
-        self._raw_reader: Any = None
 
     def _open(self) -> lmdb.Environment:
         if self._env is None:
@@ -561,14 +560,13 @@ class Scratch:
     def _read(self) -> ReadTxn:
         if self._reader is None:
             assert self._env is not None
-            self._raw_reader = self._env.begin()
-            self._reader = ReadTxn(self._raw_reader, _SCRATCH_DBS)
+            self._reader = ReadTxn(self._env.begin(), _SCRATCH_DBS)
         return self._reader
 
     def _end_read(self) -> None:
-        if self._raw_reader is not None:
-            self._raw_reader.abort()
-        self._reader = self._raw_reader = None
+        if self._reader is not None:
+            self._reader._t.abort()
+            self._reader = None
 
     def put_many(self, rows: list[tuple[bytes, bytes]]) -> None:
         """Store ``rows`` (best sorted by key) in one transaction, replacing equal keys."""
