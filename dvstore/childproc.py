@@ -33,6 +33,9 @@ PIPE_BUFFER = 1 << 20
 # storer holding another storer's input open would keep that one from seeing the end of its
 # input when the parent dies.
 _CHILDREN: weakref.WeakSet[Child] = weakref.WeakSet()
+# In a child, its own ends of the pipes to its parent, which a child of its own must close:
+# a helper's helper holding its grandparent's pipe open would hide its parent's end.
+_OWN_PIPES: tuple[int, ...] = ()
 
 
 def can_fork() -> bool:
@@ -49,6 +52,7 @@ class Child:
         r2, w2 = os.pipe() if talk_back else (-1, -1)
         pid = os.fork()
         if pid == 0:  # the child: never returns
+            global _OWN_PIPES
             os.close(r)
             if talk_back:
                 os.close(w2)
@@ -56,6 +60,10 @@ class Child:
                 for f in (other.inp, other.out):
                     if f is not None and not f.closed:
                         os.close(f.fileno())
+            _CHILDREN.clear()  # its parent's children, not its own
+            for fd in _OWN_PIPES:  # a helper's helper: its parent's pipes to the main process
+                os.close(fd)
+            _OWN_PIPES = tuple(fd for fd in (r2, w) if fd >= 0)
             _run(target, r2, w)
         os.close(w)
         if talk_back:
@@ -110,7 +118,11 @@ def _run(target: Callable[[BinaryIO | None, BinaryIO], None], r: int, w: int) ->
 
 
 def write_frame(out: BinaryIO, value: Any) -> None:
-    data = codec.encode_canonical(value)
+    write_frame_bytes(out, codec.encode_canonical(value))
+
+
+def write_frame_bytes(out: BinaryIO, data: bytes) -> None:
+    """``write_frame`` of a value encoded already."""
     out.write(_LEN.pack(len(data)))
     out.write(data)
 

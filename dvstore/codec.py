@@ -113,6 +113,12 @@ def map_header(n: int) -> bytes:
     return out
 
 
+def array_header(n: int) -> bytes:
+    """The encoded header of an array of ``n`` elements."""
+    out: bytes = _PACKERS.packer.pack_array_header(n)
+    return out
+
+
 def _no_ext(code: int, data: bytes) -> Any:
     raise ValueError("extension types are not allowed")
 

@@ -30,15 +30,16 @@ the entry; no other exception escapes.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
+import struct
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from dvstore.codec import decode, encode_canonical, map_header, sort_maps
+from dvstore.codec import array_header, decode, encode_canonical, map_header, sort_maps
 from dvstore.errors import ImportFormatError, InvalidNameError
+from dvstore.io.coco_masks import PNG_DATA_URI, MaskRenderer, mask_size, png_uri, rle_counts, rle_to_png
 from dvstore.io.dataloop import (
     JSON_CHUNK,
     MAX_JSON_DEPTH,
@@ -47,14 +48,10 @@ from dvstore.io.dataloop import (
     check_storable_part,
     reject_constant,
 )
-from dvstore.io.imageinfo import encode_png
 from dvstore.model import new_annotation_id, normalize_filename
 
-PNG_DATA_URI = "data:image/png;base64,"
-# A mask is decoded to an RGBA PNG in memory: cap it (8192 x 8192) so that a hostile
-# "size" cannot ask for gigabytes.
-MAX_MASK_PIXELS = 8192 * 8192
-_RLE_FIRST, _RLE_LAST = 48, 48 + 63  # COCO's compressed RLE alphabet: chr(48) .. chr(111)
+__all__ = ["PNG_DATA_URI", "CocoImport", "EncodedAnnotation", "label_part", "load_coco", "parse_coco", "rle_counts",
+           "rle_to_png"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +99,13 @@ class EncodedAnnotation:
         body, cut = self.body, self.cut
         return body[:cut], (part or label_part(self.label)) + body[cut:]
 
+    def fill(self, coordinates: bytes) -> None:
+        """Put in the encoded coordinates of an annotation made without them (a mask being
+        rendered: ``coco_masks.MaskRenderer``)."""
+        at = len(_HEAD)
+        self.body = self.body[:at] + coordinates + self.body[at:]
+        self.cut += len(coordinates)
+
     def encode(self, annotation_id: str) -> bytes:
         """The canonical encoding of the annotation with ``annotation_id`` as its id."""
         head, tail = self.split()
@@ -128,7 +132,7 @@ _TAIL_TYPE = {t: encode_canonical("user") + encode_canonical({}) + encode_canoni
 
 
 def load_coco(path: str | os.PathLike[str], *, encoded: bool = False, chunk: int = JSON_CHUNK,
-              spill: Spiller | None = None) -> CocoImport:
+              spill: Spiller | None = None, masks: MaskRenderer | None = None) -> CocoImport:
     """Read a COCO instances file.
 
     The file is read a chunk at a time as a stream of records: each image, annotation and
@@ -145,6 +149,8 @@ def load_coco(path: str | os.PathLike[str], *, encoded: bool = False, chunk: int
         spill: Where images and annotations go once too many are held (``encoded`` only;
             ``coco_spill``). If it took any, the result's ``by_file`` is empty: the
             spill gives them.
+        masks: Renders RLE masks beside the reading (``encoded`` only; the caller
+            closes it).
 
     Returns:
         The labels, per-file annotations, image and category records.
@@ -156,7 +162,7 @@ def load_coco(path: str | os.PathLike[str], *, encoded: bool = False, chunk: int
             malformed box, polygon or RLE. The message names the file and the entry.
     """
     where = str(path)
-    b = _Builder(where, keep_images=not encoded, spill=spill if encoded else None)
+    b = _Builder(where, keep_images=not encoded, spill=spill if encoded else None, masks=masks if encoded else None)
     with JsonChunks(path, chunk) as src:
         _stream(src, where, b)
     if b.bad_references():
@@ -365,8 +371,9 @@ class _Builder:
     """Checks and converts COCO records in whatever order the file has them."""
 
     def __init__(self, where: str, *, keep_images: bool, known: _Builder | None = None,
-                 spill: Spiller | None = None) -> None:
+                 spill: Spiller | None = None, masks: MaskRenderer | None = None) -> None:
         self.where = where
+        self.masks = masks  # renders RLE masks in a helper; None: here, as they are read
         self.keep_images = keep_images
         self.known = known  # a builder that read the whole file: check annotations against it
         self.spill = spill
@@ -436,7 +443,7 @@ class _Builder:
         # for error messages is only formatted on the way to an error.
         if type(ann) is not dict:
             raise ImportFormatError(f"{self.where}: annotations[{i}]: an annotation must be an object")
-        if ann.keys() == _PLAIN_BOX_KEYS and self.known is None and self._plain_box(ann):
+        if ann.keys() == _PLAIN_KEYS and self.known is None and self._plain(ann):
             return
         ann_id, image_id, category_id = ann.get("id"), ann.get("image_id"), ann.get("category_id")
         if not (_good_id(ann_id) and _good_id(image_id) and _good_id(category_id)):
@@ -451,38 +458,65 @@ class _Builder:
             if category_id not in self.known.categories:
                 raise ImportFormatError(f"{where}: {at}: category_id {category_id!r} names no category")
             return
-        ann_type, coordinates, coco = _annotation(ann, where, at)
-        head = _HEAD + encode_canonical(coordinates) + _ID_KEY
+        masks = self.masks
+        ann_type, coordinates, coco = _annotation(ann, where, at, render=masks is None)
         tail = _TAIL_COCO + encode_canonical(coco) + _TAIL_TYPE[ann_type]
-        self._add_annotation(ann_id, image_id, category_id, head, tail)
+        if ann_type == "binary" and masks is not None:  # coordinates: the mask's runs, checked
+            pending = EncodedAnnotation(ann_id, category_id, _HEAD + _ID_KEY, tail)
+            masks.submit(pending, *coordinates)
+            self._add(image_id, pending)
+        else:
+            self._add_annotation(ann_id, image_id, category_id, _HEAD + encode_canonical(coordinates) + _ID_KEY, tail)
 
-    def _plain_box(self, ann: dict[str, Any]) -> bool:
-        """Add ``ann`` if it is the commonest COCO annotation (its keys ``_PLAIN_BOX_KEYS``):
-        a box with good ids, no segmentation and numbers where numbers belong. Checked and
-        encoded inline, without ``_annotation``'s general walk, to the same bytes; False
-        for anything else, which takes the general path with its checks and messages."""
+    def _plain(self, ann: dict[str, Any]) -> bool:
+        """Add ``ann`` if it is one of the two commonest COCO annotations (its keys
+        ``_PLAIN_KEYS``): a box with no segmentation, or a polygon (a bbox and one or more
+        non-empty even-length lists of points), with good ids and numbers where numbers
+        belong. Checked and encoded inline, without ``_annotation``'s general walk, to the
+        same bytes; False for anything else, which takes the general path with its checks
+        and messages."""
         ann_id, image_id, category_id = ann["id"], ann["image_id"], ann["category_id"]
         bbox, seg, area, crowd = ann["bbox"], ann["segmentation"], ann["area"], ann["iscrowd"]
         if not (_good_id(ann_id) and _good_id(image_id) and _good_id(category_id)
-                and type(bbox) is list and len(bbox) == 4 and (seg == [] or seg == [[]])
+                and type(bbox) is list and len(bbox) == 4 and type(seg) is list
                 and type(area) in _NUMBER_TYPES and type(crowd) is int):
             return False
         x, y, w, h = bbox
         if not (type(x) in _NUMBER_TYPES and type(y) in _NUMBER_TYPES and type(w) in _NUMBER_TYPES
                 and type(h) in _NUMBER_TYPES and w >= 0 and h >= 0):
             return False
-        coco = {"area": area, "bbox": bbox, "category_id": category_id, "id": ann_id,
-                "iscrowd": crowd, "segmentation": seg}  # sorted keys: canonical as built
+        if seg == [] or seg == [[]]:
+            coco = {"area": area, "bbox": bbox, "category_id": category_id, "id": ann_id,
+                    "iscrowd": crowd, "segmentation": seg}  # sorted keys: canonical as built
+            self._add_annotation(ann_id, image_id, category_id,
+                                 _HEAD + encode_canonical(_box(x, y, w, h)) + _ID_KEY,
+                                 _TAIL_COCO + encode_canonical(coco) + _BOX_TAIL)
+            return True
+        parts = [array_header(len(seg))]
+        for part in seg:
+            if type(part) is not list or not part or len(part) % 2:
+                return False
+            types = set(map(type, part))
+            if types == _FLOAT_ONLY:
+                parts.append(_float_points(part))
+            elif _NUMBER_TYPES.issuperset(types):
+                parts.append(encode_canonical([{"x": px, "y": py, "z": 0} for px, py in zip(part[0::2], part[1::2])]))
+            else:
+                return False
+        coco = {"area": area, "bbox": bbox, "category_id": category_id, "id": ann_id, "iscrowd": crowd}
         self._add_annotation(ann_id, image_id, category_id,
-                             _HEAD + encode_canonical(_box(x, y, w, h)) + _ID_KEY,
-                             _TAIL_COCO + encode_canonical(coco) + _BOX_TAIL)
+                             _HEAD + b"".join(parts) + _ID_KEY,
+                             _TAIL_COCO + encode_canonical(coco) + _SEGMENT_TAIL)
         return True
 
     def _add_annotation(self, ann_id: Any, image_id: Any, category_id: Any, head: bytes, tail: bytes) -> None:
+        self._add(image_id, EncodedAnnotation(ann_id, category_id, head, tail))
+
+    def _add(self, image_id: Any, ann: EncodedAnnotation) -> None:
         anns = self.by_image.get(image_id)
         if anns is None:
             anns = self.by_image[image_id] = []
-        anns.append(EncodedAnnotation(ann_id, category_id, head, tail))
+        anns.append(ann)
         if self.spill is not None:
             self._held_one(self.spill)
 
@@ -490,6 +524,7 @@ class _Builder:
         """One more image or annotation held: past the spill's limit, it takes them all."""
         self.held += 1
         if self.held >= spill.limit:
+            self._settle()
             spill.take(self)
 
     def has_image(self, image_id: Any) -> bool:
@@ -505,15 +540,22 @@ class _Builder:
         if "images" not in self.present:
             raise ImportFormatError(f"{self.where}: missing 'images': not a COCO instances file")
         if self.spill is not None and self.spill.active:
+            self._settle()
             self.spill.take(self)  # the rest: it checks all it took
             return self.spill.bad_references(self)
         cats = self.categories
         return any(image_id not in self.file_of or any(a.label not in cats for a in anns)
                    for image_id, anns in self.by_image.items())
 
+    def _settle(self) -> None:
+        """Every mask given to the renderer filled in: the annotations are whole."""
+        if self.masks is not None:
+            self.masks.settle()
+
     def finish(self, encoded: bool) -> CocoImport:
         """The import, once ``bad_references`` said there are none (``by_file`` empty if a
         spill took the images and annotations)."""
+        self._settle()
         names = {cid: c["name"] for cid, c in self.categories.items()}
         order = sorted(self.categories, key=_id_order)
         labels = list(dict.fromkeys(names[cid] for cid in order))
@@ -567,9 +609,10 @@ def _file_name(name: Any, where: str, at: str) -> str:
     return name
 
 
-def _annotation(ann: dict[str, Any], where: str, at: str) -> tuple[str, Any, dict[str, Any]]:
+def _annotation(ann: dict[str, Any], where: str, at: str, *, render: bool = True) -> tuple[str, Any, dict[str, Any]]:
     """The stored form of a COCO annotation: (type, coordinates, the COCO record kept in
-    ``metadata.system.coco``), each canonical."""
+    ``metadata.system.coco``), each canonical. With ``render`` false, a mask's coordinates
+    are its checked runs, ``(height, width, counts)``, for a ``MaskRenderer``."""
     bbox = ann.get("bbox")
     if bbox is not None:
         _bbox(bbox, where, at)
@@ -577,7 +620,9 @@ def _annotation(ann: dict[str, Any], where: str, at: str) -> tuple[str, Any, dic
     ann_type: str
     coordinates: Any
     if isinstance(seg, dict):
-        ann_type, coordinates = "binary", _rle_to_png_uri(seg, where, at)
+        ann_type, coordinates = "binary", mask_size(seg, where, f"{at}.segmentation")
+        if render:
+            coordinates = png_uri(*coordinates)
     elif seg is not None and _has_points(seg, where, at):
         ann_type, coordinates = "segment", _polygons(seg, where, at)
     elif bbox is not None:
@@ -598,8 +643,33 @@ def _annotation(ann: dict[str, Any], where: str, at: str) -> tuple[str, Any, dic
     return ann_type, coordinates, coco
 
 
-_PLAIN_BOX_KEYS = frozenset(("area", "bbox", "category_id", "id", "image_id", "iscrowd", "segmentation"))
-_BOX_TAIL = _TAIL_TYPE["box"]
+_PLAIN_KEYS = frozenset(("area", "bbox", "category_id", "id", "image_id", "iscrowd", "segmentation"))
+_BOX_TAIL, _SEGMENT_TAIL = _TAIL_TYPE["box"], _TAIL_TYPE["segment"]
+
+
+_FLOAT_ONLY = {float}
+_POINT_RUN = 128  # points packed by one cached Struct
+_POINT_STRUCTS: dict[int, tuple[struct.Struct, list[Any]]] = {}
+
+
+def _float_points(part: list[float]) -> bytes:
+    """The encoding of a polygon's ``[x1, y1, x2, y2, ...]`` floats as its points, the list
+    ``[{"x": x1, "y": y1, "z": 0}, ...]``, without building the maps: a float always encodes
+    as 0xcb and its 8 bytes, so the points are a fixed ``struct`` layout (3 against 9 us for a
+    polygon of 32 points, on a path that runs per annotation of a COCO file)."""
+    n = len(part) >> 1
+    out = [array_header(n)]
+    for start in range(0, n, _POINT_RUN):
+        k = min(_POINT_RUN, n - start)
+        packing = _POINT_STRUCTS.get(k)
+        if packing is None:
+            packing = _POINT_STRUCTS[k] = (struct.Struct(">" + "4sd3sd3s" * k), [b"\x83\xa1x\xcb", 0.0, b"\xa1y\xcb", 0.0, b"\xa1z\x00"] * k)
+        layout, template = packing
+        args = template.copy()
+        args[1::5] = part[2 * start : 2 * (start + k) : 2]
+        args[3::5] = part[2 * start + 1 : 2 * (start + k) : 2]
+        out.append(layout.pack(*args))
+    return b"".join(out)
 
 
 def _box(x: Any, y: Any, w: Any, h: Any) -> list[dict[str, Any]]:
@@ -634,116 +704,3 @@ def _polygons(seg: list[list[Any]], where: str, at: str) -> list[list[dict[str, 
             )
         parts.append([{"x": part[k], "y": part[k + 1], "z": 0} for k in range(0, len(part), 2)])
     return parts
-
-
-def rle_counts(rle: Any, where: str = "<rle>", at: str = "segmentation") -> tuple[int, int, list[int]]:
-    """Validate a COCO RLE object and return ``(height, width, counts)``.
-
-    Args:
-        rle: ``{"size": [height, width], "counts": [int, ...] | str}``; a string is COCO's
-            compressed form (pycocotools ``rleToString``).
-        where: Names the file in errors.
-        at: Names the entry in errors.
-
-    Returns:
-        The mask size and its run lengths: column-major, starting with a run of zeros,
-        summing to ``height * width``.
-
-    Raises:
-        ImportFormatError: A malformed size or counts, or runs that do not cover the mask.
-    """
-    if not isinstance(rle, dict):
-        raise ImportFormatError(f"{where}: {at}: an RLE must be an object")
-    size = rle.get("size")
-    if not (isinstance(size, list) and len(size) == 2 and all(type(v) is int and v >= 0 for v in size)):
-        raise ImportFormatError(f"{where}: {at}: RLE size must be [height, width] non-negative integers")
-    height, width = size
-    raw = rle.get("counts")
-    if isinstance(raw, str):
-        counts = _decode_counts(raw, where, at)
-    elif isinstance(raw, list) and all(type(v) is int for v in raw):
-        counts = raw
-    else:
-        raise ImportFormatError(f"{where}: {at}: RLE counts must be a list of integers or a string")
-    if any(c < 0 for c in counts):
-        raise ImportFormatError(f"{where}: {at}: RLE counts must not be negative")
-    if sum(counts) != height * width:
-        raise ImportFormatError(
-            f"{where}: {at}: RLE counts cover {sum(counts)} pixels, the size {height}x{width} has {height * width}"
-        )
-    return height, width, counts
-
-
-def _decode_counts(s: str, where: str, at: str) -> list[int]:
-    # pycocotools rleFrString: 5 bits per character with a continuation bit (0x20) and a
-    # sign bit (0x10) on the last one; from the third count on, each is a delta from the
-    # count two before it.
-    counts: list[int] = []
-    p, n = 0, len(s)
-    while p < n:
-        x, k, more = 0, 0, True
-        while more:
-            if p >= n:
-                raise ImportFormatError(f"{where}: {at}: RLE counts string ends mid-number")
-            c = ord(s[p])
-            if not _RLE_FIRST <= c <= _RLE_LAST:
-                raise ImportFormatError(f"{where}: {at}: RLE counts string has an invalid character {s[p]!r}")
-            c -= _RLE_FIRST
-            x |= (c & 0x1F) << (5 * k)
-            more = bool(c & 0x20)
-            p += 1
-            k += 1
-            if not more and c & 0x10:
-                x |= -1 << (5 * k)
-            if k > 13:  # more than 64 bits
-                raise ImportFormatError(f"{where}: {at}: RLE count out of range")
-        if len(counts) > 2:
-            x += counts[-2]
-        counts.append(x)
-    return counts
-
-
-def rle_to_png(rle: Any, where: str = "<rle>", at: str = "segmentation") -> bytes:
-    """Render a COCO RLE as the RGBA PNG Dataloop stores for a ``binary`` annotation.
-
-    Args:
-        rle: A COCO RLE object (see ``rle_counts``).
-        where: Names the file in errors.
-        at: Names the entry in errors.
-
-    Returns:
-        PNG bytes: white opaque pixels where the mask is set, transparent elsewhere.
-
-    Raises:
-        ImportFormatError: The RLE is malformed, empty in a dimension, or larger than
-            ``MAX_MASK_PIXELS``.
-    """
-    height, width, counts = rle_counts(rle, where, at)
-    if height == 0 or width == 0:
-        raise ImportFormatError(f"{where}: {at}: RLE mask of size {height}x{width} is empty")
-    if height * width > MAX_MASK_PIXELS:
-        raise ImportFormatError(f"{where}: {at}: RLE mask of {height}x{width} is larger than {MAX_MASK_PIXELS} pixels")
-    # COCO masks are column-major: index = x * height + y. Build that, then read rows with
-    # a strided slice (C speed, no per-pixel Python loop).
-    flat = bytearray(height * width)
-    pos, value = 0, 0
-    for run in counts:
-        if value:
-            flat[pos : pos + run] = b"\xff" * run
-        pos += run
-        value ^= 1
-
-    def rows() -> Any:
-        out = bytearray(4 * width)
-        for y in range(height):
-            row = flat[y::height]
-            for ch in range(4):
-                out[ch::4] = row
-            yield bytes(out)
-
-    return encode_png(width, height, rows(), channels=4)
-
-
-def _rle_to_png_uri(rle: dict[str, Any], where: str, at: str) -> str:
-    png = rle_to_png(rle, where, f"{at}.segmentation")
-    return PNG_DATA_URI + base64.b64encode(png).decode("ascii")

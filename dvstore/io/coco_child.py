@@ -34,6 +34,7 @@ from typing import Any, BinaryIO
 from dvstore import childproc
 from dvstore.errors import ImportFormatError, InvalidNameError
 from dvstore.io import coco
+from dvstore.io.coco_masks import MaskRenderer
 from dvstore.io.coco_spill import CocoSpill
 from dvstore.model import normalize_filename
 from dvstore.storage.db import drop_scratch_of
@@ -146,15 +147,20 @@ def _entries(imp: coco.CocoImport, prefix: str, path: str) -> list[Entry | None]
     return entries
 
 
-def _frames(path: str, prefix: str, tmpdir: str | None) -> Generator[Any, None, None]:
+def _frames(path: str, prefix: str, tmpdir: str | None, helper: bool = False) -> Generator[Any, None, None]:
     """The reader's frames: ``["ok", labels]`` once the file is read and checked, then the
-    entries in lists of up to ``BATCH``. Errors are raised before the first frame."""
+    entries in lists of up to ``BATCH``. Errors are raised before the first frame. With
+    ``helper``, masks are rendered by a helper process while the file is read on."""
     spill = None if tmpdir is None else CocoSpill(tmpdir, prefix, path)
+    masks = MaskRenderer() if helper else None
     try:
         try:
-            imp = coco.load_coco(path, encoded=True, spill=spill)
+            imp = coco.load_coco(path, encoded=True, spill=spill, masks=masks)
         except (MemoryError, RecursionError) as e:
             raise ImportFormatError(f"{path}: cannot read: {type(e).__name__}") from None
+        finally:
+            if masks is not None:
+                masks.close()
         if spill is None or not spill.active:
             entries = _entries(imp, prefix, path)
             yield ["ok", imp.labels]
@@ -180,7 +186,7 @@ def _frames(path: str, prefix: str, tmpdir: str | None) -> Generator[Any, None, 
 
 
 def _child(path: str, prefix: str, tmpdir: str | None, out: BinaryIO) -> None:
-    frames = _frames(path, prefix, tmpdir)
+    frames = _frames(path, prefix, tmpdir, helper=True)
     try:
         childproc.write_frame(out, next(frames))
         out.flush()  # the parent learns the file is good now, and reads the rest as it needs it

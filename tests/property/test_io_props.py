@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import struct
 import tempfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dvstore.errors import ImportFormatError
-from dvstore.io.coco import CocoImport, load_coco, parse_coco, rle_counts
+from dvstore.io.coco import CocoImport, load_coco, parse_coco, rle_counts, rle_to_png
 from dvstore.io.dataloop import item_to_json, load_item_json
 from dvstore.io.imageinfo import sniff
 from dvstore.model import INTRINSIC_SYSTEM
@@ -416,3 +418,36 @@ def test_coco_stream_reader_agrees_with_the_document_parser(doc: Any, indent: in
     assert (streamed is None) == (parsed is None)
     if streamed is not None and parsed is not None:
         assert _without_ids(streamed) == _without_ids(parsed)
+
+
+@st.composite
+def masks(draw: st.DrawFn) -> tuple[int, int, list[int]]:
+    """A mask as COCO's column-major runs, big enough for many rows and long runs."""
+    h, w = draw(st.integers(1, 40)), draw(st.integers(1, 40))
+    cuts = sorted(draw(st.lists(st.integers(0, h * w), max_size=30)))
+    return h, w, [b - a for a, b in zip([0, *cuts], [*cuts, h * w])]
+
+
+@given(masks())
+def test_rle_png_holds_the_mask(mask: tuple[int, int, list[int]]) -> None:
+    # Against a plain model: pixel i of the column-major runs is set when its run's index is
+    # odd; the PNG's row y, column x is pixel x * h + y, white and opaque where set.
+    h, w, counts = mask
+    model = []
+    for k, run in enumerate(counts):
+        model += [k % 2] * run
+    png = rle_to_png({"size": [h, w], "counts": counts})
+    pos, idat = 8, b""
+    while pos < len(png):
+        (length,) = struct.unpack_from(">I", png, pos)
+        if png[pos + 4 : pos + 8] == b"IHDR":
+            assert struct.unpack_from(">IIBB", png, pos + 8) == (w, h, 8, 6)
+        elif png[pos + 4 : pos + 8] == b"IDAT":
+            idat += png[pos + 8 : pos + 8 + length]
+        pos += 12 + length
+    raw, stride = zlib.decompress(idat), 4 * w + 1
+    assert len(raw) == h * stride
+    for y in range(h):
+        assert raw[y * stride] == 0  # filter: none
+        row = raw[y * stride + 1 : (y + 1) * stride]
+        assert row == bytes(255 * model[x * h + y] for x in range(w) for _ in range(4))

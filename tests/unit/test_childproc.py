@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 from typing import Any, BinaryIO
 
 import pytest
@@ -76,3 +77,30 @@ def test_frames_round_trip_and_a_cut_frame_is_an_error(tmp_path: Any) -> None:
         childproc.read_frame(f, _cut)
         with pytest.raises(StorageError, match="cut short"):
             childproc.read_frame(f, _cut)
+
+
+def test_a_helpers_helper_does_not_keep_its_parents_pipe_to_the_main_process() -> None:
+    # The COCO reader starts a mask renderer: if the renderer kept the reader's pipe to the
+    # main process open, the main process would not see the reader's end while it lives.
+    hold_r, hold_w = os.pipe()  # keeps the helper's helper alive until the test lets go
+
+    def grandchild(_inp: BinaryIO | None, _out: BinaryIO) -> None:
+        os.read(hold_r, 1)
+
+    def child(_inp: BinaryIO | None, out: BinaryIO) -> None:
+        childproc.Child(grandchild)
+        childproc.write_frame(out, "started")
+
+    first = childproc.Child(child)
+    try:
+        assert first.out is not None
+        assert childproc.read_frame(first.out, _cut) == "started"
+        poller = select.poll()
+        poller.register(first.out.fileno(), select.POLLIN | select.POLLHUP)
+        assert poller.poll(10_000)  # the end, while the grandchild still runs
+        assert childproc.read_frame(first.out, _cut) is None
+    finally:
+        os.write(hold_w, b"x")
+        os.close(hold_r)
+        os.close(hold_w)
+        first.close()

@@ -178,38 +178,59 @@ _numbers = st.one_of(st.integers(-(2**53), 2**53), st.floats(-1e9, 1e9, allow_na
 _sizes = st.one_of(st.integers(0, 2**31), st.floats(0, 1e9, allow_nan=False))
 
 
+# Polygons: parts of float points (the struct path, runs of more than 128 points included),
+# with an int somewhere (the maps path), or both in one annotation.
+_points = st.one_of(st.lists(st.floats(-1e9, 1e9, allow_nan=False), min_size=1, max_size=300),
+                    st.lists(_numbers, min_size=1, max_size=20))
+_polygons = st.lists(_points.map(lambda p: p + p[-1:] if len(p) % 2 else p), min_size=1, max_size=3)
+
+
 @settings(max_examples=300, deadline=None)
 @given(x=_numbers, y=_numbers, w=_sizes, h=_sizes, area=_numbers, crowd=st.integers(0, 1),
-       seg=st.sampled_from([[], [[]]]), ann_id=st.one_of(st.integers(0, 2**40), st.text(min_size=1, max_size=8)),
-       cat=st.integers(1, 5))
-def test_the_plain_box_fast_path_encodes_what_the_general_path_does(x, y, w, h, area, crowd, seg, ann_id,  # type: ignore[no-untyped-def]
-                                                                     cat) -> None:
+       seg=st.one_of(st.sampled_from([[], [[]]]), _polygons),
+       ann_id=st.one_of(st.integers(0, 2**40), st.text(min_size=1, max_size=8)), cat=st.integers(1, 5))
+def test_the_plain_fast_path_encodes_what_the_general_path_does(x, y, w, h, area, crowd, seg, ann_id,  # type: ignore[no-untyped-def]
+                                                                 cat) -> None:
     from dvstore.codec import encode_canonical
     from dvstore.io.coco import _HEAD, _ID_KEY, _TAIL_COCO, _TAIL_TYPE, _annotation, _Builder
 
     ann = {"id": ann_id, "image_id": 1, "category_id": cat, "bbox": [x, y, w, h], "area": area,
            "iscrowd": crowd, "segmentation": seg}
     kind, coordinates, record = _annotation(dict(ann), "f.json", "annotations[0]")
-    assert kind == "box"
+    assert kind == ("box" if seg in ([], [[]]) else "segment")
     head = _HEAD + encode_canonical(coordinates) + _ID_KEY
     tail = _TAIL_COCO + encode_canonical(record) + _TAIL_TYPE[kind]
     b = _Builder("f.json", keep_images=False)
-    assert b._plain_box(ann)
+    assert b._plain(ann)
     [a] = b.by_image[1]
     assert (a.coco_id, a.label, a.body[:a.cut], a.body[a.cut:]) == (ann_id, cat, head, tail)
 
 
+@pytest.mark.parametrize("points", [1, 127, 128, 129, 256, 300])
+def test_long_float_polygons_encode_as_their_maps(points: int) -> None:
+    # _float_points packs runs of 128 points; the cut between runs must not show.
+    from dvstore.codec import encode_canonical
+    from dvstore.io.coco import _float_points
+
+    part = [i + 0.25 for i in range(2 * points)]
+    assert _float_points(part) == encode_canonical([{"x": part[k], "y": part[k + 1], "z": 0}
+                                                    for k in range(0, len(part), 2)])
+
+
 @pytest.mark.parametrize("change", [
     {"bbox": [1, 2, -3, 4]}, {"bbox": [1, 2, 3]}, {"bbox": [1, "2", 3, 4]}, {"bbox": [1, 2, 3, True]},
-    {"segmentation": [[1, 2, 3, 4, 5, 6]]}, {"segmentation": {"size": [2, 2], "counts": [4]}},
+    {"bbox": None, "segmentation": [[1.0, 2.0]]}, {"segmentation": {"size": [2, 2], "counts": [4]}},
+    {"segmentation": [[1.0, 2.0, 3.0]]}, {"segmentation": [[1.0, 2.0], []]}, {"segmentation": [[], [1.0, 2.0]]},
+    {"segmentation": [[1.0, True]]}, {"segmentation": [[1.0, "2"]]}, {"segmentation": [[1.0, None]]},
+    {"segmentation": [(1.0, 2.0)]}, {"segmentation": [[[1.0, 2.0]]]}, {"segmentation": "1 2"},
     {"area": "big"}, {"iscrowd": True}, {"iscrowd": 1.0},
     {"id": ""}, {"id": True}, {"image_id": 1.5}, {"category_id": None},
 ])
-def test_anything_but_a_plain_box_takes_the_general_path(change: dict[str, Any]) -> None:
+def test_anything_but_a_plain_box_or_polygon_takes_the_general_path(change: dict[str, Any]) -> None:
     from dvstore.io.coco import _Builder
 
     ann = {"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 2, 3, 4], "area": 12, "iscrowd": 0,
            "segmentation": [], **change}
     b = _Builder("f.json", keep_images=False)
-    assert not b._plain_box(ann)
+    assert not b._plain(ann)
     assert not b.by_image
