@@ -10,7 +10,10 @@ frames:
   name: ``["ok", labels]`` or ``["error", error class name, message, hint]``;
 * then frames of up to ``BATCH`` images in item-name order: ``[[item name, [[coco_id, head,
   tail], ...]], ...]``, each annotation as ``coco.EncodedAnnotation.split`` gives it: all
-  the parent adds is the annotation id, which depends on the item's id.
+  the parent adds is the annotation id, which depends on the item's id;
+* then ``"end"``. A pipe that ends without it is a reader that died (killed, out of
+  memory): an error, never the end of the annotations, or the version would be published
+  without the ones not sent.
 
 The parent reads those frames only as its loop reaches their names (``entries``), so it
 holds one frame, not the file's annotations; the reader waits on the pipe meanwhile.
@@ -95,7 +98,11 @@ class CocoReader:
             for frame in self._frames:
                 yield from frame
             return
-        while (frame := self._read()) is not None:
+        while (frame := self._read()) != "end":
+            if frame is None:
+                self.close()
+                raise ImportFormatError(f"{self.path}: the COCO reader stopped before its last answer",
+                                        hint="nothing was changed; try again")
             yield from ((name, anns) for name, anns in frame)
         self.close()
 
@@ -192,5 +199,6 @@ def _child(path: str, prefix: str, tmpdir: str | None, out: BinaryIO) -> None:
         out.flush()  # the parent learns the file is good now, and reads the rest as it needs it
         for frame in frames:
             childproc.write_frame(out, frame)
+        childproc.write_frame(out, "end")
     finally:
         frames.close()  # the scratch table deleted before the parent sees the pipe's end

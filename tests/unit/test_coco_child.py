@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -106,3 +108,40 @@ def test_close_stops_a_running_child(tmp_path: Path) -> None:
     r.close()
     with pytest.raises(ChildProcessError):
         os.waitpid(pid, 0)  # already reaped: no zombie left
+
+
+def test_a_reader_that_ends_before_its_end_frame_is_an_error_not_fewer_annotations(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The pipe's end is not the end of the annotations: only the reader's "end" frame is. A
+    # reader killed between two frames must fail the add, not publish what it had sent.
+    from dvstore import childproc
+    from dvstore.io import coco_child
+
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(_doc(30)))
+
+    def dies_after_one_frame(path: str, prefix: str, tmpdir: str | None, out: Any) -> None:
+        frames = coco_child._frames(path, prefix, tmpdir)
+        childproc.write_frame(out, next(frames))
+        childproc.write_frame(out, next(frames))
+
+    monkeypatch.setattr(coco_child, "_child", dies_after_one_frame)
+    with CocoReader(str(path)) as r:
+        assert r.labels() == ["cat", "dog"]
+        got = []
+        with pytest.raises(ImportFormatError, match="stopped before its last answer"):
+            for entry in r.entries():
+                got.append(entry)
+        assert len(got) == 30  # every entry it sent, then the error
+
+
+def test_a_reader_killed_while_sending_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(_doc(5000)))  # more frames than the pipe holds: the reader waits
+    with CocoReader(str(path)) as r:
+        it = r.entries()
+        next(it)
+        os.kill(r._pid, signal.SIGKILL)
+        with pytest.raises(ImportFormatError, match="COCO reader('s answer was cut short| stopped before)"):
+            for _ in it:
+                pass
