@@ -127,9 +127,11 @@ def write_frame_bytes(out: BinaryIO, data: bytes) -> None:
     out.write(data)
 
 
-def read_frame(pipe: BinaryIO, cut_short: Callable[[], DvsError]) -> Any:
+def read_frame(pipe: BinaryIO, cut_short: Callable[[], DvsError], *, own: bool = False) -> Any:
     """The next frame, or None at the end of the pipe; ``cut_short()`` is raised for a
-    frame that ends early."""
+    frame that ends early. ``own``: the frame comes from this process's parent, which
+    encoded it: decoded without ``codec.decode``'s limits (a frame of objects to store can
+    hold an object as big as those limits allow, and then some)."""
     head = _read_exact(pipe, _LEN.size)
     if not head:
         return None
@@ -137,7 +139,7 @@ def read_frame(pipe: BinaryIO, cut_short: Callable[[], DvsError]) -> Any:
     data = _read_exact(pipe, n) if 0 <= n <= MAX_FRAME else b""
     if len(data) != n:
         raise cut_short()
-    return codec.decode(data, max_len=1 << 31)
+    return codec.decode_own(data) if own else codec.decode(data, max_len=1 << 31)
 
 
 def _read_exact(pipe: BinaryIO, n: int) -> bytes:

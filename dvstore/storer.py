@@ -16,8 +16,12 @@ names blobs that are durable (write order step 1).
 
 Frames (``childproc``):
 
-* parent to child: ``["files", [local path, ...]]``, one per window of files; ``["end"]``
-  (``end``; ``wait`` then reads the answer, so the last commits overlap the caller's work).
+* parent to child: ``["files", [local path, ...]]``, one per window of files;
+  ``["flush"]`` once there are no more files (``flush``: it commits its last blobs now,
+  while the caller finishes the annotations); ``["objects", [[id, stored value], ...]]``,
+  structured objects to store with the blobs (``store_objects``: the annotation sets of a
+  big import, so that their commits too run beside the main process's work); ``["end"]``
+  (``end``; ``wait`` then reads the answer).
 * child to parent: ``["ok", [[blob, size, mimetype, system], ...]]`` for each chunk of up to
   ``CHUNK`` files, in the order asked; ``["done"]`` after ``["end"]`` once everything is
   committed; ``["error", ...]`` (a file that cannot be read, a full disk) instead of either.
@@ -48,11 +52,13 @@ Stored = tuple[Digest, int, str, dict[str, Any]]  # blob, size, mimetype, intrin
 
 
 class _Batch:
-    """Small blobs and stat-cache rows waiting for their transaction."""
+    """Small blobs, stat-cache rows and objects waiting for their transaction."""
 
     def __init__(self, repo: Repository) -> None:
         self.repo = repo
         self.rows: dict[bytes, bytes] = {}
+        self.objects: dict[bytes, bytes] = {}
+        self.objects_size = 0
 
     def store(self, local: str) -> Stored:
         """Read, hash, sniff and stage one file."""
@@ -80,10 +86,18 @@ class _Batch:
             self.commit()
         return blob, len(data), mimetype, system
 
+    def stage_objects(self, objects: list[list[bytes]]) -> None:
+        """Stage structured objects (``[id, stored value]``, made by the parent)."""
+        for oid, raw in objects:
+            self.objects[oid] = raw
+            self.objects_size += len(raw)
+        if self.objects_size >= FLUSH_BYTES:
+            self.commit()
+
     def commit(self) -> None:
         """Store what is staged, in one transaction."""
         blobs, db = self.repo.blobs, self.repo.db
-        if not blobs.pending and not self.rows:
+        if not blobs.pending and not self.rows and not self.objects:
             return
 
         def put(t: WriteTxn) -> None:
@@ -92,11 +106,15 @@ class _Batch:
             blobs.write_pending(t)
             for k, v in self.rows.items():
                 t.put("stat_cache", k, v)
+            for oid, raw in self.objects.items():
+                t.put("objects", oid, raw, overwrite=False)
 
-        db.ensure_room(blobs.pending_size() + len(self.rows) * 256)
+        db.ensure_room(blobs.pending_size() + len(self.rows) * 256 + self.objects_size)
         db.write(put)
         blobs.committed()
         self.rows.clear()
+        self.objects.clear()
+        self.objects_size = 0
 
 
 def _read_rest(fd: int) -> bytes:
@@ -127,6 +145,15 @@ class Storer:
     def next(self) -> Stored:
         raise NotImplementedError
 
+    def flush(self) -> None:
+        """No more files: commit the blobs stored so far (objects may still come)."""
+        raise NotImplementedError
+
+    def store_objects(self, objects: dict[bytes, bytes]) -> None:
+        """Store structured objects (``{id: stored value}``) with the blobs: durable once
+        ``wait`` returns, unreadable before (``ObjectStore.writing_ahead``'s ``to``)."""
+        raise NotImplementedError
+
     def end(self) -> None:
         raise NotImplementedError
 
@@ -155,6 +182,12 @@ class Inline(Storer):
     def next(self) -> Stored:
         self._pos += 1
         return self._batch.store(self._todo[self._pos - 1])
+
+    def flush(self) -> None:
+        self._batch.commit()
+
+    def store_objects(self, objects: dict[bytes, bytes]) -> None:
+        self._batch.stage_objects([[oid, raw] for oid, raw in objects.items()])
 
     def end(self) -> None:
         """Commit everything stored so far."""
@@ -203,14 +236,25 @@ class Forked(Storer):
         blob, size, mimetype, system = self._chunk[self._pos - 1]
         return Digest(blob), size, mimetype, system
 
+    def flush(self) -> None:
+        self._send(["flush"])
+
+    def store_objects(self, objects: dict[bytes, bytes]) -> None:
+        """Send objects to store. Only once ``next`` has given every result asked for: the
+        child is then reading, so this never waits on a child waiting on this process."""
+        self._send(["objects", [[oid, raw] for oid, raw in objects.items()]])
+
     def end(self) -> None:
         """Tell the child there is no more: it commits what it stored (``wait`` for it)."""
+        self._send(["end"])
+
+    def _send(self, frame: list[Any]) -> None:
         assert self._child.inp is not None
         try:
-            childproc.write_frame(self._child.inp, ["end"])
+            childproc.write_frame(self._child.inp, frame)
             self._child.inp.flush()
         except BrokenPipeError:
-            pass  # the answer says why
+            pass  # the child stopped: the answer ``wait`` reads says why
 
     def wait(self) -> None:
         """Wait until the child has committed everything it stored, then let it go."""
@@ -245,12 +289,19 @@ def _serve(repo: Repository, inp: BinaryIO | None, out: BinaryIO) -> None:
     assert inp is not None
     batch = _Batch(repo)
     cut = lambda: StorageError("the list of files to store was cut short")  # noqa: E731
-    while (frame := childproc.read_frame(inp, cut)) is not None:
+    while (frame := childproc.read_frame(inp, cut, own=True)) is not None:
         if frame[0] == "end":
             batch.commit()
             childproc.write_frame(out, ["done"])
             out.flush()
             return
+        if frame[0] == "flush":
+            batch.commit()
+            continue
+        if frame[0] == "objects":  # a batch the parent wrote ahead: committed at once
+            batch.stage_objects(frame[1])
+            batch.commit()
+            continue
         done: list[Stored] = []
         for local in frame[1]:
             done.append(batch.store(local))
@@ -283,6 +334,7 @@ class Pair(Storer):
             self.close()
             raise
         self._pos = 0
+        self._turn = 0
 
     def submit(self, paths: list[str]) -> None:
         chunks = [paths[i:i + CHUNK] for i in range(0, len(paths), CHUNK)]
@@ -298,6 +350,15 @@ class Pair(Storer):
         child = self._pair[(self._pos // CHUNK) % 2]
         self._pos += 1
         return child.next()
+
+    def flush(self) -> None:
+        for child in self._pair:
+            child.flush()
+
+    def store_objects(self, objects: dict[bytes, bytes]) -> None:
+        """Each batch to the storer whose turn it is: their commits take turns too."""
+        self._pair[self._turn].store_objects(objects)
+        self._turn ^= 1
 
     def end(self) -> None:
         """No more files: each storer commits what it stored (``wait`` for them)."""

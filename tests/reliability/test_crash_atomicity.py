@@ -79,6 +79,12 @@ def _items(dvs_dir: str, name: str) -> dict[str, str]:
     return {it.filename: it.binary for it in ds.items.list()}
 
 
+def _annotations(ds: Any) -> dict[str, list[str]]:
+    """The annotation types of each item under /newc (the add-coco operation's)."""
+    return {it.filename: sorted(a["type"] for a in it.annotations) for it in ds.items.list()
+            if it.filename.startswith("/newc/")}
+
+
 def _fsck_problems(dvs_dir: str) -> list[str]:
     from dvstore.fsck import check
 
@@ -129,6 +135,17 @@ def _verify(op: str, dvs_dir: str, ctx: dict[str, Any], out_state: list[str]) ->
             ingest(e, [ctx["src"]], to="/new")
         if _items(dvs_dir, "d") != ctx["expect_items"]:
             return "re-running add did not give the expected items"
+    elif op == "add-coco":
+        from dvstore import ingest as ingest_mod
+
+        ds = store.datasets.get("d")
+        if state == "new" and _annotations(ds) != ctx["expect_annotations"]:
+            return "the new version's annotations are incomplete"
+        ingest_mod.FLUSH_BYTES = int(ADD_COCO_ENV["DVS_WRITE_AHEAD_BYTES"])  # as the killed command ran
+        with ds.edit("rerun") as e:
+            ingest_mod.ingest(e, [ctx["src"]], to="/newc", annotations=ctx["coco"], fmt="coco")
+        if _items(dvs_dir, "d") != ctx["expect_items"] or _annotations(ds) != ctx["expect_annotations"]:
+            return "re-running add with annotations did not give the expected items and annotations"
     elif op == "commit":
         if state == "old":
             ns: dict[str, Any] = {}
@@ -192,6 +209,7 @@ class Op:
     hooks: list[str]
     duration: float = 0.5
     points: dict[str, list[int]] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
 
 
 def _cli(*args: str) -> Callable[[str], list[str]]:
@@ -219,6 +237,34 @@ def _build(name: str, base: Path) -> Op:
         expect.update({f"/new/{rel}": hash_bytes(data).hex() for rel, data in files.items()})
         ctx = {"target": "d", "src": str(src), "expect_items": expect}
         op = Op(name, root, _cli("add", "d", str(src), "--to", "/new"), ctx, HOOKS)
+    elif name == "add-coco":
+        # A COCO file of polygons and masks: the masks go through the reader's renderer
+        # process, and with a tiny write-ahead size the annotation sets through the storers.
+        import json
+
+        src = base / "addc-src"
+        files = write_tree(src, 20, 3, seed=13)
+        expect = _items(dvs_dir, "d")
+        from dvstore.hashing import hash_bytes
+
+        expect.update({f"/newc/{rel}": hash_bytes(data).hex() for rel, data in files.items()})
+        images, anns, types = [], [], {}
+        for i, rel in enumerate(sorted(files)):
+            images.append({"id": i, "file_name": rel, "width": 8, "height": 6})
+            types[f"/newc/{rel}"] = []
+            for k in range(i % 4):
+                seg: Any = ({"size": [6, 8], "counts": [5, 10, 20, 13]} if k == 2
+                            else [[1.5, 2.5, 3.5 + k, 4.5, 5.5, 0.5 * i]])
+                anns.append({"id": 100 * i + k, "image_id": i, "category_id": 1 + k % 2, "bbox": [1, 1, 2, 2],
+                             "area": 4.0, "iscrowd": int(k == 2), "segmentation": seg})
+                types[f"/newc/{rel}"].append("binary" if k == 2 else "segment")
+        coco = base / "addc.json"
+        coco.write_text(json.dumps({"images": images, "annotations": anns,
+                                    "categories": [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}]}))
+        ctx = {"target": "d", "src": str(src), "coco": str(coco), "expect_items": expect,
+               "expect_annotations": {k: sorted(v) for k, v in types.items()}}
+        op = Op(name, root, _cli("add", "d", str(src), "--to", "/newc", "--annotations", str(coco), "--format",
+                                 "coco"), ctx, HOOKS, env=dict(ADD_COCO_ENV))
     elif name == "commit":
         # Expected result: run the edit once on a scratch copy.
         scratch = base / "commit-scratch"
@@ -275,21 +321,25 @@ def _build(name: str, base: Path) -> Op:
     t0 = time.monotonic()
     scratch = base / f"{name}-timing"
     shutil.copytree(root, scratch)
-    subprocess.run(op.argv(str(scratch / ".dvs")), capture_output=True, timeout=120)
+    subprocess.run(op.argv(str(scratch / ".dvs")), capture_output=True, timeout=120,
+                   env={**os.environ, **op.env})
     op.duration = time.monotonic() - t0
     if STRACE is not None:
         shutil.rmtree(scratch)
         shutil.copytree(root, scratch)
-        op.points = count_syscalls(op.argv(str(scratch / ".dvs")), SYSCALLS, marker=".dvs")
+        op.points = count_syscalls(op.argv(str(scratch / ".dvs")), SYSCALLS, env=op.env, marker=".dvs")
     shutil.rmtree(scratch, ignore_errors=True)
     return op
 
 
-OPS = ["add", "commit", "clone", "restore", "merge", "gc"]
+OPS = ["add", "add-coco", "commit", "clone", "restore", "merge", "gc"]
 # Points per operation by default (CI) for the strace sweep: every point of every syscall
 # except openat, whose points (dominated by lazy imports) are sampled to this many.
-OPENAT_SAMPLE = {"add": 120, "commit": 170, "clone": 166, "restore": 166, "merge": 160, "gc": 150}
-RANDOM_KILLS = {"add": 50, "commit": 30, "clone": 30, "restore": 30, "merge": 30, "gc": 30}
+OPENAT_SAMPLE = {"add": 120, "add-coco": 60, "commit": 170, "clone": 166, "restore": 166, "merge": 160, "gc": 150}
+RANDOM_KILLS = {"add": 50, "add-coco": 30, "commit": 30, "clone": 30, "restore": 30, "merge": 30, "gc": 30}
+ADD_COCO_ENV = {"DVS_WRITE_AHEAD_BYTES": "600"}
+HELPER_DEATHS = ("the process storing the files stopped without an answer", "the COCO reader stopped",
+                 "the COCO reader's answer was cut short", "the mask helper")
 
 
 def _require(name: str) -> None:
@@ -342,6 +392,7 @@ def _run_point(op: Op, base: Path, idx: int, kind: str, spec: Any, pool: Any) ->
     argv = op.argv(dvs_dir)
     env = {k: v for k, v in os.environ.items() if k not in ("DVS_STORE", "DVS_DEBUG")}
     env["DVS_AHEAD_MIN"] = "8"  # add's items tree is built by its helper process, as in a big ingest
+    env.update(op.env)
     try:
         if kind == "strace":
             syscall, n = spec
@@ -357,10 +408,11 @@ def _run_point(op: Op, base: Path, idx: int, kind: str, spec: Any, pool: Any) ->
             proc.send_signal(signal.SIGKILL)
             _, err = proc.communicate(timeout=120)
             rc = proc.returncode
-        # strace -f also kills ``dvs add``'s helper processes. A storer's death fails the
-        # command with its one error line (exit 6), which must leave the old version, as a
-        # kill does; the items-tree helper's is made up for by building the tree here (exit 0).
-        helper_killed = rc == 6 and "error: the process storing the files stopped without an answer" in err
+        # strace -f also kills ``dvs add``'s helper processes. A storer's, the COCO reader's or
+        # its mask renderer's death fails the command with its one error line (exit 6 or 2),
+        # which must leave the old version, as a kill does; the items-tree helper's is made up
+        # for by building the tree here (exit 0).
+        helper_killed = rc in (2, 6) and err.startswith("error: ") and any(m in err for m in HELPER_DEATHS)
         if rc not in (0, -signal.SIGKILL) and not helper_killed:
             return "bad", f"{kind} {spec}: unexpected exit {rc}: {err[-500:]}"
         survived = rc == 0

@@ -55,6 +55,40 @@ def test_storer_returns_every_file_in_order_and_stores_it(tmp_path: Path, make_s
         assert rows[os.fsencode(path)][5] == blob  # and its stat-cache row with it
 
 
+def test_storer_stores_objects_given_to_it_by_the_time_wait_returns(tmp_path: Path, make_storer) -> None:  # type: ignore[no-untyped-def]
+    from dvstore.hashing import object_id
+
+    files = _files(tmp_path / "src", 70)
+    store = Store.init(str(tmp_path / "store"))
+    batches = [{object_id(b"annset", payload): b"annset\0" + payload
+                for payload in (f"{b}-{i}".encode() * 40 for i in range(50))} for b in range(5)]
+    with make_storer(store.repo) as s:
+        s.submit([p for p, _ in files])
+        [s.next() for _ in files]
+        s.flush()
+        for batch in batches:  # taking turns between the two children
+            s.store_objects(batch)
+        s.end()
+        s.wait()
+    for batch in batches:
+        for oid, raw in batch.items():
+            assert store.repo.db.get("objects", oid) == raw
+    assert store.repo.blobs.read(blake3(Path(files[-1][0]).read_bytes()).digest())
+
+
+def test_objects_handed_over_leave_pending_and_count_as_written(tmp_path: Path) -> None:
+    store = Store.init(str(tmp_path / "store"))
+    objects = store.repo.objects
+    handed: list[dict[bytes, bytes]] = []
+    with objects.writing_ahead(200, to=handed.append):
+        oids = [objects.put(b"recipe", {"n": i, "pad": "x" * 50}) for i in range(10)]
+    assert handed and all(handed)
+    assert sorted(k for batch in handed for k in batch) == sorted(set(oids) - set(objects.pending))
+    assert all(store.repo.db.get("objects", oid) is None for batch in handed for oid in batch)  # not here
+    assert objects.write_ahead_to is None  # only within the block
+    objects.discard()
+
+
 def test_storer_reports_a_vanished_file_no_later_than_its_turn(tmp_path: Path, make_storer) -> None:  # type: ignore[no-untyped-def]
     files = _files(tmp_path / "src", 200)
     os.unlink(files[150][0])
@@ -225,6 +259,41 @@ def test_annotation_sets_are_flushed_early_and_all_land(tmp_path: Path, monkeypa
         [a] = ds.items.get("/" + os.path.basename(p)).annotations
         assert a["label"] == "thing" and a["coordinates"][1] == {"x": 4, "y": 6, "z": 0}
     assert store.fsck().ok
+
+
+@pytest.mark.parametrize("fork", [True, False])
+def test_a_big_coco_imports_annotation_sets_are_stored_by_the_storers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                       fork: bool) -> None:
+    import json
+
+    if not fork:
+        monkeypatch.setenv("DVS_NO_FORK", "1")
+    monkeypatch.setattr(ingest, "FLUSH_BYTES", 2048)
+    files = _files(tmp_path / "src", 400)
+    coco = {"images": [{"id": i, "file_name": os.path.basename(p)} for i, (p, _) in enumerate(files)],
+            "categories": [{"id": 1, "name": "thing"}],
+            "annotations": [{"id": 1000 + i, "image_id": i // 2, "category_id": 1, "bbox": [1, 2, 3, 4],
+                             "area": 12, "iscrowd": 0, "segmentation": [[1.5, 2.5, 3.5, 4.5, 5.5, 6.5]]}
+                            for i in range(2 * len(files))]}
+    (tmp_path / "coco.json").write_text(json.dumps(coco))
+    store = Store.init(str(tmp_path / "store"))
+    ds = store.datasets.create("ds")
+    handed = []
+    real = storer.Pair.store_objects if fork else storer.Inline.store_objects
+
+    def counting(self: Any, objects: dict[bytes, bytes]) -> None:
+        handed.append(len(objects))
+        real(self, objects)
+
+    monkeypatch.setattr(storer.Pair if fork else storer.Inline, "store_objects", counting)
+    with ds.edit("add") as e:
+        stats = ingest.ingest(e, [str(tmp_path / "src")], annotations=str(tmp_path / "coco.json"), fmt="coco")
+    assert stats.annotated == 400
+    assert len(handed) > 2  # the storers stored most of them
+    for p, _ in files[::37]:
+        anns = ds.items.get("/" + os.path.basename(p)).annotations
+        assert [a["type"] for a in anns] == ["segment", "segment"]
+    assert store.fsck(read_data=True).ok
 
 
 def test_progress_is_reported_along_the_way(tmp_path: Path) -> None:
