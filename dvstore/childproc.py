@@ -18,6 +18,7 @@ import os
 import select
 import signal
 import struct
+import threading
 import weakref
 from collections.abc import Callable
 from typing import Any, BinaryIO, NoReturn
@@ -82,6 +83,22 @@ class Child:
         poller.register(self.out.fileno(), select.POLLIN | select.POLLHUP)
         return bool(poller.poll(0))
 
+    def release(self) -> None:
+        """Let go of a child that has said its last word and is leaving by itself: its pipes
+        are closed, and it is reaped by a background thread, so that its exit (unmapping a
+        store's map and a heap of tens of MiB: ~10 ms a storer) overlaps the caller's work
+        instead of being waited for."""
+        for f in (self.inp, self.out):
+            if f is not None:
+                try:
+                    f.close()
+                except OSError:
+                    pass
+        self.inp = self.out = None
+        if self.pid:
+            threading.Thread(target=_reap, args=(self.pid,), daemon=True).start()
+            self.pid = 0
+
     def close(self) -> None:
         """Stop the child if it still runs, and reap it."""
         for f in (self.inp, self.out):
@@ -98,6 +115,13 @@ class Child:
                 pass
             os.waitpid(self.pid, 0)
             self.pid = 0
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:  # reaped elsewhere
+        pass
 
 
 def _run(target: Callable[[BinaryIO | None, BinaryIO], None], r: int, w: int) -> NoReturn:

@@ -214,10 +214,9 @@ def _ingest(editor: Editor, files: Files, source: _Annotations, small: storer.St
                     stats.bytes += size
                     if progress is not None and (i % PROGRESS_EVERY == 0 or i == total):
                         progress(i, total)
-        small.flush()  # the storers commit their last blobs while the annotations are finished
+        small.end()  # the storers commit their last blobs while the annotations are finished
     editor.build_items_ahead(with_paths=applier.pending())  # and the items tree on the other core
     applier.finish(small.store_objects)  # annotation sets written ahead go to the storers
-    small.end()
     small.wait()  # every small blob (and object given to them) durable before the version names it
 
     def write_cache(t: WriteTxn) -> None:
@@ -344,9 +343,21 @@ class _Applier:
         """
         if self.stream is None:
             self._take()
+        batches = 0
+
+        def hand_over(objects: dict[bytes, bytes]) -> bool:
+            # The first batch is committed here: a small import's only one would otherwise
+            # be waited for at the end (+25 ms on the 20,000-file benchmark).
+            nonlocal batches
+            batches += 1
+            if store is None or batches == 1:
+                return False
+            store(objects)
+            return True
+
         # Only a COCO file's sets (``encoded``): setting them reads no annotation set, so
         # none handed over is read before the storers commit it.
-        with self.editor.repo.objects.writing_ahead(FLUSH_BYTES, to=store if self.encoded else None):
+        with self.editor.repo.objects.writing_ahead(FLUSH_BYTES, to=hand_over if self.encoded else None):
             while self.head is not None:
                 self._apply_next()
         _apply_annotations(self.editor, self.left, self.extras, self.stats, self.names, encoded=self.encoded)

@@ -16,15 +16,15 @@ names blobs that are durable (write order step 1).
 
 Frames (``childproc``):
 
-* parent to child: ``["files", [local path, ...]]``, one per window of files;
-  ``["flush"]`` once there are no more files (``flush``: it commits its last blobs now,
-  while the caller finishes the annotations); ``["objects", [[id, stored value], ...]]``,
-  structured objects to store with the blobs (``store_objects``: the annotation sets of a
-  big import, so that their commits too run beside the main process's work); ``["end"]``
-  (``end``; ``wait`` then reads the answer).
+* parent to child: ``["files", [local path, ...]]``, one per window of files; ``["end"]``
+  once there are no more (``end``: it commits its last blobs while the caller finishes the
+  annotations); then, maybe, ``["objects", [[id, stored value], ...]]``: structured objects
+  to store (``store_objects``: the annotation sets of a big import, so that their commits
+  too run beside the main process's work). The end of the pipe lets the child go.
 * child to parent: ``["ok", [[blob, size, mimetype, system], ...]]`` for each chunk of up to
   ``CHUNK`` files, in the order asked; ``["done"]`` after ``["end"]`` once everything is
-  committed; ``["error", ...]`` (a file that cannot be read, a full disk) instead of either.
+  committed, and ``["stored"]`` after each ``["objects"]`` once it is committed (``wait``
+  reads them all); ``["error", ...]`` (a file that cannot be read, a full disk) instead.
 
 Where ``fork`` is missing, or ``DVS_NO_FORK=1``, ``Inline`` does the same work in the main
 process as each result is asked for.
@@ -145,12 +145,8 @@ class Storer:
     def next(self) -> Stored:
         raise NotImplementedError
 
-    def flush(self) -> None:
-        """No more files: commit the blobs stored so far (objects may still come)."""
-        raise NotImplementedError
-
     def store_objects(self, objects: dict[bytes, bytes]) -> None:
-        """Store structured objects (``{id: stored value}``) with the blobs: durable once
+        """After ``end``: store structured objects (``{id: stored value}``), durable once
         ``wait`` returns, unreadable before (``ObjectStore.writing_ahead``'s ``to``)."""
         raise NotImplementedError
 
@@ -183,11 +179,9 @@ class Inline(Storer):
         self._pos += 1
         return self._batch.store(self._todo[self._pos - 1])
 
-    def flush(self) -> None:
-        self._batch.commit()
-
     def store_objects(self, objects: dict[bytes, bytes]) -> None:
         self._batch.stage_objects([[oid, raw] for oid, raw in objects.items()])
+        self._batch.commit()
 
     def end(self) -> None:
         """Commit everything stored so far."""
@@ -207,6 +201,7 @@ class Forked(Storer):
         self._child = childproc.Child(lambda inp, out: _serve(repo, inp, out), talk_back=True)
         self._chunk: list[Any] = []
         self._pos = 0
+        self._batches = 0  # of objects sent: one ["stored"] each to read
 
     def submit(self, paths: list[str]) -> None:
         """Ask for files to be stored; ``next`` gives their results in this order.
@@ -236,16 +231,14 @@ class Forked(Storer):
         blob, size, mimetype, system = self._chunk[self._pos - 1]
         return Digest(blob), size, mimetype, system
 
-    def flush(self) -> None:
-        self._send(["flush"])
-
     def store_objects(self, objects: dict[bytes, bytes]) -> None:
-        """Send objects to store. Only once ``next`` has given every result asked for: the
-        child is then reading, so this never waits on a child waiting on this process."""
+        """Send objects to store (after ``end``: the child is then reading, and its answers
+        are a few bytes each, so this never waits on a child waiting on this process)."""
         self._send(["objects", [[oid, raw] for oid, raw in objects.items()]])
+        self._batches += 1
 
     def end(self) -> None:
-        """Tell the child there is no more: it commits what it stored (``wait`` for it)."""
+        """Tell the child there are no more files: it commits what it stored (``wait``)."""
         self._send(["end"])
 
     def _send(self, frame: list[Any]) -> None:
@@ -261,7 +254,10 @@ class Forked(Storer):
         frame = self._answer()
         if frame != ["done"]:
             raise self._stopped()
-        self.close()
+        for _ in range(self._batches):
+            if self._answer() != ["stored"]:
+                raise self._stopped()
+        self._child.release()  # the end of its input lets it go; its exit overlaps our work
 
     def close(self) -> None:
         self._child.close()
@@ -294,13 +290,12 @@ def _serve(repo: Repository, inp: BinaryIO | None, out: BinaryIO) -> None:
             batch.commit()
             childproc.write_frame(out, ["done"])
             out.flush()
-            return
-        if frame[0] == "flush":
-            batch.commit()
-            continue
+            continue  # objects may follow; the end of the pipe ends it
         if frame[0] == "objects":  # a batch the parent wrote ahead: committed at once
             batch.stage_objects(frame[1])
             batch.commit()
+            childproc.write_frame(out, ["stored"])
+            out.flush()
             continue
         done: list[Stored] = []
         for local in frame[1]:
@@ -350,10 +345,6 @@ class Pair(Storer):
         child = self._pair[(self._pos // CHUNK) % 2]
         self._pos += 1
         return child.next()
-
-    def flush(self) -> None:
-        for child in self._pair:
-            child.flush()
 
     def store_objects(self, objects: dict[bytes, bytes]) -> None:
         """Each batch to the storer whose turn it is: their commits take turns too."""

@@ -73,9 +73,9 @@ class _Base:
         self.write_ahead_at: int | None = None
         """When set, ``put`` stores staged objects ahead of the version once they reach this
         many bytes (unreferenced objects are harmless; gc collects them)."""
-        self.write_ahead_to: Callable[[dict[bytes, bytes]], None] | None = None
-        """When set, objects written ahead are handed to it (``{id: stored value}``) to be
-        stored elsewhere, instead of in a transaction here (``writing_ahead``)."""
+        self.write_ahead_to: Callable[[dict[bytes, bytes]], bool] | None = None
+        """When set, objects written ahead are offered to it (``{id: stored value}``) to be
+        stored elsewhere; it returns whether it took them (``writing_ahead``)."""
 
     def _load_raw(self, oid: bytes) -> bytes | None:
         raise NotImplementedError
@@ -134,17 +134,17 @@ class _Base:
         raise NotImplementedError
 
     @contextmanager
-    def writing_ahead(self, at: int, to: Callable[[dict[bytes, bytes]], None] | None = None) -> Iterator[None]:
+    def writing_ahead(self, at: int, to: Callable[[dict[bytes, bytes]], bool] | None = None) -> Iterator[None]:
         """Within the block, staged objects are stored whenever they reach ``at`` bytes.
 
         Only for code that runs outside any write transaction (building a version, bulk
         imports): a write from inside one would wait for itself.
 
-        ``to`` takes them instead (``{id: stored value}``): ``dvs add`` hands an import's
-        annotation sets to its storer processes, which commit them beside its work. Objects
-        handed over cannot be read here until they are committed, so only for objects
-        nothing reads before the version is published, and the caller must wait for those
-        commits before publishing it.
+        ``to`` is offered them first (``{id: stored value}``) and returns whether it took
+        them: ``dvs add`` hands an import's annotation sets to its storer processes, which
+        commit them beside its work. Objects handed over cannot be read here until they are
+        committed, so only for objects nothing reads before the version is published, and
+        the caller must wait for those commits before publishing it.
         """
         old = self.write_ahead_at, self.write_ahead_to
         self.write_ahead_at, self.write_ahead_to = at, to
@@ -190,9 +190,8 @@ class LmdbObjectStore(_Base):
         return self.db.get("objects", oid)
 
     def write_ahead(self) -> None:
-        if self.write_ahead_to is not None:
-            batch, self.pending, self._pending_bytes = self.pending, {}, 0
-            self.write_ahead_to(batch)
+        if self.write_ahead_to is not None and self.write_ahead_to(self.pending):
+            self.pending, self._pending_bytes = {}, 0
             return
         self.db.ensure_room(self._pending_bytes)
         self.db.write(self.write_pending)
