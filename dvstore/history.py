@@ -352,7 +352,7 @@ def _diff_recipe(
         return {"changed": False}
     if recipes is None:
         raise UsageError("the recipes differ: pass both recipe records")
-    from dvstore.recipes import diff_recipes
+    from dvstore.recipes_merge import diff_recipes
 
     return {"changed": True, "a": ida.hex(), "b": idb.hex(), **diff_recipes(recipes[0], recipes[1])}
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from dvstore import merge as m3
-from dvstore import perf, recipes, tree
+from dvstore import perf, recipes, recipes_merge, tree
 from dvstore.api import Dataset, Store
 from dvstore.edit import Editor
 from dvstore.errors import MergeConflictError, NotFoundError, UsageError
@@ -320,10 +320,10 @@ def _merge_recipe(base: dict[str, Any] | None, ours: dict[str, Any], theirs: dic
         b = base if base is not None and base.get("id") == ours.get("id") else None
         if strategy in ("theirs", "union"):
             # merge_recipes keeps its first side on a conflict: hand it theirs first.
-            merged, raw = recipes.merge_recipes(b, theirs, ours)
+            merged, raw = recipes_merge.merge_recipes(b, theirs, ours)
             raw = [dict(c, ours=c["theirs"], theirs=c["ours"]) for c in raw]
         else:
-            merged, raw = recipes.merge_recipes(b, ours, theirs)
+            merged, raw = recipes_merge.merge_recipes(b, ours, theirs)
     else:
         # Compatible by ontology (or relabelled on purpose): the ontologies are equal, so
         # ours loses nothing; display data follows the left side.

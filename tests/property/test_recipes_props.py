@@ -15,13 +15,12 @@ from dvstore.errors import RecipeError
 from dvstore.recipes import (
     canonical_ontology,
     compatible,
-    diff_recipes,
     flat_labels,
-    merge_recipes,
     ontology_hash,
     parse_recipe,
     remap_annotation_labels,
 )
+from dvstore.recipes_merge import diff_recipes, merge_recipes
 
 RID = "0123456789abcdef01234567"
 IDS = st.sampled_from([RID, "f" * 24, "e" * 24])

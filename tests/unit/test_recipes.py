@@ -17,16 +17,15 @@ from dvstore.recipes import (
     check_compatible,
     compatible,
     default_recipe,
-    diff_recipes,
     flat_labels,
     load_recipe_file,
-    merge_recipes,
     ontology_hash,
     parse_label_map,
     parse_recipe,
     remap_annotation_labels,
     remap_label,
 )
+from dvstore.recipes_merge import diff_recipes, merge_recipes
 
 RID = "a" * 24
 RID2 = "b" * 24
