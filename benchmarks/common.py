@@ -7,6 +7,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 
@@ -56,3 +57,11 @@ def synthetic_dataset(store: Any, name: str, n: int, *, batch: int = 200_000) ->
                     e.changes["metadata"][iid] = {"user": {"score": (i % 100) / 100}}
             done = min(n, done + batch)
     return ds
+
+
+def emit(lines: list[str], md: str | None) -> None:
+    """Print a report, and write it to ``md`` too when given."""
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if md:
+        Path(md).write_text(text)

@@ -30,9 +30,7 @@ import json
 import math
 import os
 import random
-import shutil
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -40,7 +38,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import ingest as bench  # noqa: E402  (the sibling benchmark script: generator + sampler)
-from common import machine  # noqa: E402
+from common import emit, machine  # noqa: E402
+from ingest_memory import dvs_add  # noqa: E402
 
 TRAIN2017_IMAGES = 118_287
 GEN = 3
@@ -161,24 +160,6 @@ def _floor(data: Path, coco: Path, parse: bool) -> float:
     return time.perf_counter() - t
 
 
-def _dvs(dvs: str, data: Path, coco: Path | None, scratch: Path, env: dict, sample: bool) -> dict:
-    store = scratch / "store"
-    shutil.rmtree(store, ignore_errors=True)
-    store.mkdir(parents=True)
-    subprocess.run([dvs, "init", str(store)], check=True, capture_output=True)
-    subprocess.run([dvs, "--store", str(store / ".dvs"), "create", "ds"], check=True, capture_output=True)
-    os.sync()
-    argv = [dvs, "--store", str(store / ".dvs"), "add", "ds", str(data / "images")]
-    if coco is not None:
-        argv += ["--annotations", str(coco), "--format", "coco"]
-    log = scratch / "run.log"
-    log.unlink(missing_ok=True)
-    r = bench.measured(argv, scratch, env, log, timeout=3600, sample=sample)
-    if r["rc"] != 0:
-        raise SystemExit(f"dvs add failed: {log.read_text()[-2000:]}")
-    return {"seconds": r["wall_s"], "rss_mib": r["maxrss_kib"] / 1024, "anon_mib": r["anon_peak_kib"] / 1024}
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--images", type=int, default=TRAIN2017_IMAGES)
@@ -209,7 +190,7 @@ def main() -> int:
     # 44.1 s against 38.1 s: the first version of this script sampled every run).
     for name, how in cases:
         if how is not None:
-            memory[name] = _dvs(a.dvs, data, how[0], work / "run", how[1], sample=True)
+            memory[name] = dvs_add(a.dvs, data, how[0], work / "run", how[1], sample=True)
             print(f"memory {name:22s} RSS {memory[name]['rss_mib']:5.0f} MiB  "
                   f"private {memory[name]['anon_mib']:5.0f} MiB", flush=True)
     for r in range(a.repeat):
@@ -217,7 +198,7 @@ def main() -> int:
             if how is None:
                 res = {"seconds": _floor(data, coco, parse=name == "floor+json")}
             else:
-                res = _dvs(a.dvs, data, how[0], work / "run", how[1], sample=False)
+                res = dvs_add(a.dvs, data, how[0], work / "run", how[1], sample=False)
             runs[name].append(res)
             print(f"run {r + 1} {name:22s} {res['seconds']:7.2f} s", flush=True)
     floor = statistics.median(x["seconds"] for x in runs["floor"])
@@ -236,10 +217,7 @@ def main() -> int:
         mem = ("–", "–") if m is None else (f"{m['rss_mib']:.0f}", f"{m['anon_mib']:.0f}")
         out.append(f"| {name} | {statistics.median(xs):.2f} | {xs[0]:.2f}–{xs[-1]:.2f} | "
                    f"{statistics.median(xs) / floor:.2f} | {mem[0]} | {mem[1]} |")
-    text = "\n".join(out) + "\n"
-    print(text)
-    if a.md:
-        Path(a.md).write_text(text)
+    emit(out, a.md)
     return 0
 
 

@@ -24,9 +24,17 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import ingest as bench  # noqa: E402  (the sibling benchmark script: generator + sampler)
+from common import emit  # noqa: E402
 
 
 def one(dvs: str, data: Path, coco: bool, scratch: Path) -> dict:
+    return dvs_add(dvs, data, data / "annotations" / "coco.json" if coco else None, scratch, dict(os.environ))
+
+
+def dvs_add(dvs: str, data: Path, annotations: Path | None, scratch: Path, env: dict, sample: bool = True) -> dict:
+    """`dvs add` of ``data/images`` (with a COCO file) into a fresh store under ``scratch``:
+    its seconds, peak RSS and (``sample``: sampled every 50 ms, which costs CPU) private
+    memory in MiB. Also used by ingest_coco.py."""
     store = scratch / "store"
     shutil.rmtree(store, ignore_errors=True)
     store.mkdir(parents=True)
@@ -34,11 +42,11 @@ def one(dvs: str, data: Path, coco: bool, scratch: Path) -> dict:
     subprocess.run([dvs, "--store", str(store / ".dvs"), "create", "ds"], check=True, capture_output=True)
     os.sync()
     argv = [dvs, "--store", str(store / ".dvs"), "add", "ds", str(data / "images")]
-    if coco:
-        argv += ["--annotations", str(data / "annotations" / "coco.json"), "--format", "coco"]
+    if annotations is not None:
+        argv += ["--annotations", str(annotations), "--format", "coco"]
     log = scratch / "run.log"
     log.unlink(missing_ok=True)
-    r = bench.measured(argv, scratch, dict(os.environ), log, timeout=3600)
+    r = bench.measured(argv, scratch, env, log, timeout=3600, sample=sample)
     if r["rc"] != 0:
         raise SystemExit(f"dvs add failed: {log.read_text()[-2000:]}")
     return {"seconds": r["wall_s"], "rss_mib": r["maxrss_kib"] / 1024, "anon_mib": r["anon_peak_kib"] / 1024}
@@ -81,10 +89,7 @@ def main() -> int:
             per_anon = (b_["anon_mib"] - a_["anon_mib"]) * 2**20 / (hi - lo)
             out.append(f"- growth per added item, {lo:,} -> {hi:,}{' (with COCO)' if coco else ''}: "
                        f"peak RSS {per_rss:,.0f} B, private {per_anon:,.0f} B")
-    text = "\n".join(out) + "\n"
-    print(text)
-    if a.md:
-        Path(a.md).write_text(text)
+    emit(out, a.md)
     return 0
 
 
