@@ -86,28 +86,17 @@ class Child:
     def release(self) -> None:
         """Let go of a child that has said its last word and is leaving by itself: its pipes
         are closed, and it is reaped by a background thread, so that its exit (unmapping a
-        store's map and a heap of tens of MiB: ~10 ms a storer) overlaps the caller's work
-        instead of being waited for."""
-        for f in (self.inp, self.out):
-            if f is not None:
-                try:
-                    f.close()
-                except OSError:
-                    pass
-        self.inp = self.out = None
+        store's map and a heap of tens of MiB) overlaps the caller's work instead of being
+        waited for: at the end of a 20,000-file add, reading the two storers' last answers
+        and reaping them took 8-32 ms."""
+        self._close_pipes()
         if self.pid:
             threading.Thread(target=_reap, args=(self.pid,), daemon=True).start()
             self.pid = 0
 
     def close(self) -> None:
         """Stop the child if it still runs, and reap it."""
-        for f in (self.inp, self.out):
-            if f is not None:
-                try:
-                    f.close()
-                except OSError:  # a child gone before reading what was buffered for it
-                    pass
-        self.inp = self.out = None
+        self._close_pipes()
         if self.pid:
             try:
                 os.kill(self.pid, signal.SIGKILL)
@@ -115,6 +104,15 @@ class Child:
                 pass
             os.waitpid(self.pid, 0)
             self.pid = 0
+
+    def _close_pipes(self) -> None:
+        for f in (self.inp, self.out):
+            if f is not None:
+                try:
+                    f.close()
+                except OSError:  # a child gone before reading what was buffered for it
+                    pass
+        self.inp = self.out = None
 
 
 def _reap(pid: int) -> None:

@@ -662,8 +662,9 @@ def _float_points(part: list[float]) -> bytes:
     for start in range(0, n, _POINT_RUN):
         k = min(_POINT_RUN, n - start)
         packing = _POINT_STRUCTS.get(k)
-        if packing is None:
-            packing = _POINT_STRUCTS[k] = (struct.Struct(">" + "4sd3sd3s" * k), [b"\x83\xa1x\xcb", 0.0, b"\xa1y\xcb", 0.0, b"\xa1z\x00"] * k)
+        if packing is None:  # per point: {"x": 0xcb + x, "y": 0xcb + y, "z": 0}, the floats left as holes
+            template = [b"\x83\xa1x\xcb", 0.0, b"\xa1y\xcb", 0.0, b"\xa1z\x00"] * k
+            packing = _POINT_STRUCTS[k] = (struct.Struct(">" + "4sd3sd3s" * k), template)
         layout, template = packing
         args = template.copy()
         args[1::5] = part[2 * start : 2 * (start + k) : 2]
