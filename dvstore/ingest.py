@@ -151,26 +151,32 @@ def _walk_dir(root: str) -> Iterator[str]:
 
 
 def ingest(editor: Editor, paths: list[str], *, to: str = "/", annotations: str | None = None,
-           fmt: str | None = None, progress: Progress | None = None) -> IngestStats:
-    """Add files and folders (and annotations) to the editor's pending version."""
+           fmt: str | None = None, progress: Progress | None = None,
+           annotating: Progress | None = None) -> IngestStats:
+    """Add files and folders (and annotations) to the editor's pending version.
+
+    ``progress`` is called with (files recorded, files), ``annotating`` with (names whose
+    annotations are set, names in the annotation file) once the files are recorded, and
+    first with (0, -1) if it then has to wait for the file to be read.
+    """
     # The helpers are forked before the walk: a child keeps (as its own memory, once the
     # parent writes to them) the pages of the parent's heap at the fork, and the walk's file
     # list grows with the number of files.
     with _Annotations(annotations, fmt, to, editor.repo.blobs.tmp) as source, storer.start(editor.repo) as small:
         files = walk(paths, to)
         source.load()  # a Dataloop json/ folder, once the paths are known good
-        return _ingest(editor, files, source, small, progress)
+        return _ingest(editor, files, source, small, progress, annotating)
 
 
 def _ingest(editor: Editor, files: Files, source: _Annotations, small: storer.Storer,
-            progress: Progress | None) -> IngestStats:
+            progress: Progress | None, annotating: Progress | None = None) -> IngestStats:
     stats = IngestStats()
     if len(files) * 4 >= tree.count(editor.objects, editor.base.layers["items"] or tree.EMPTY):
         editor.prefetch()
     new_cache: dict[bytes, bytes] = {}  # rows of large files: they ride with the version
     blobs = editor.repo.blobs
     total = len(files)
-    applier = _Applier(editor, source, stats, files.names)
+    applier = _Applier(editor, source, stats, files.names, annotating)
     prev = ""  # the last name recorded
     # A store whose stat cache is empty (a first add) has nothing to look up for any file.
     known = editor.repo.db.read(lambda t: t.count("stat_cache")) > 0
@@ -293,8 +299,11 @@ class _Applier:
     all) is set aside for ``finish``, which knows every added name.
     """
 
-    def __init__(self, editor: Editor, source: _Annotations, stats: IngestStats, names: list[str]) -> None:
+    def __init__(self, editor: Editor, source: _Annotations, stats: IngestStats, names: list[str],
+                 progress: Progress | None = None) -> None:
         self.editor, self.source, self.stats, self.names = editor, source, stats, names
+        self.progress = progress  # (names applied, names in the annotation file), in finish
+        self.applied = 0
         self.stream: Iterator[tuple[str, list[Any]]] | None = None
         self.head: tuple[str, list[Any]] | None = None
         self.extras: dict[str, dict[str, Any]] = {}
@@ -310,6 +319,7 @@ class _Applier:
         assert self.stream is not None and self.head is not None
         key, anns = self.head
         self.head = next(self.stream, None)
+        self.applied += 1
         iid = self.editor.item_id(key, normalized=True)
         if iid is None:
             self.left[key] = anns
@@ -341,8 +351,12 @@ class _Applier:
         import's sets are most of what it writes, ~1 GB for a train2017-shaped file, and
         committing them took 6.2 of the 13 s the main process then worked alone).
         """
+        progress = self.progress
         if self.stream is None:
+            if progress is not None and not self.source.ready():
+                progress(0, -1)  # reading the file: a big one takes most of the add
             self._take()
+        total = self.source.count
         batches = 0
 
         def hand_over(objects: dict[bytes, bytes]) -> bool:
@@ -360,6 +374,10 @@ class _Applier:
         with self.editor.repo.objects.writing_ahead(FLUSH_BYTES, to=hand_over if self.encoded else None):
             while self.head is not None:
                 self._apply_next()
+                if progress is not None and self.applied % PROGRESS_EVERY == 0:
+                    progress(self.applied, total)
+        if progress is not None and total:
+            progress(total, total)
         _apply_annotations(self.editor, self.left, self.extras, self.stats, self.names, encoded=self.encoded)
         if self.labels:
             editor = self.editor
@@ -379,6 +397,7 @@ class _Annotations:
         base = normalize_dir(to)
         self.prefix = "" if base == "/" else base
         self.reader: Any = None
+        self.count = 0
         self.loaded: tuple[dict[str, list[Any]], list[str], dict[str, dict[str, Any]], bool] = ({}, [], {}, False)
         if annotations is not None and fmt is None:
             fmt = "dataloop" if os.path.isdir(annotations) else "coco"
@@ -414,12 +433,16 @@ class _Annotations:
     def result(self) -> tuple[Iterator[tuple[str, list[Any]]], list[str], dict[str, dict[str, Any]], bool]:
         """((item filename, annotations) in filename order, labels for the recipe, {filename:
         Dataloop extras}, whether the annotations are encoded COCO ones, ``[coco_id, head,
-        tail]``). A COCO reader's annotations come off its pipe as they are iterated."""
+        tail]``). A COCO reader's annotations come off its pipe as they are iterated.
+        ``count`` then says how many filenames the iterator gives."""
         if self.reader is None:
             by_file, labels, extras, encoded = self.loaded
+            self.count = len(by_file)
             # Popped as they are handed out, so applied annotations are freed as the loop goes.
             return ((k, by_file.pop(k)) for k in sorted(by_file)), labels, extras, encoded
-        return self.reader.entries(), self.reader.labels(), {}, True
+        entries, labels = self.reader.entries(), self.reader.labels()
+        self.count = self.reader.count
+        return entries, labels, {}, True
 
 
 def _load_annotations(annotations: str, fmt: str, prefix: str
@@ -532,16 +555,27 @@ _ID_STR24 = codec.encode_canonical("0" * 24)[:1]
 _ONE = codec.map_header(1)
 
 
-def progress_bar(label: str) -> Progress:
-    """A one-line progress bar on stderr (only when stderr is a terminal, or DVS_PROGRESS=1)."""
+def progress_bar(label: str, waiting: str = "") -> Progress:
+    """A one-line progress bar on stderr (only when stderr is a terminal, or DVS_PROGRESS=1);
+    ``(0, -1)`` prints ``label: waiting`` instead, for a wait of unknown length. The rate
+    counts from the bar's creation, or from the end of such a wait."""
     show = sys.stderr.isatty() or os.environ.get("DVS_PROGRESS") == "1"
-    start = time.monotonic()
+    since = [time.monotonic(), 0]  # (time, done) the rate counts from
 
     def cb(done: int, total: int) -> None:
-        if not show or total < 500:
+        if not show:
             return
-        el = time.monotonic() - start
-        rate = done / el if el > 0 else 0
+        if total == -1:
+            sys.stderr.write(f"{label}: {waiting}\n")
+            sys.stderr.flush()
+            since[:] = [time.monotonic(), -1]  # the next call sets the count
+            return
+        if since[1] == -1:
+            since[:] = [time.monotonic(), done]
+        if total < 500:
+            return
+        el = time.monotonic() - since[0]
+        rate = (done - since[1]) / el if el > 0 else 0
         w = 30
         filled = int(w * done / total)
         sys.stderr.write(f"\r{label} [{'#' * filled}{'.' * (w - filled)}] {done}/{total} {rate:,.0f}/s")

@@ -117,7 +117,9 @@ def add(c: Ctx, name: str, paths: tuple[str, ...], to: str, annotations: str | N
     if "@" in name:
         raise UsageError("add takes a dataset name, not a revision")
     with ds.edit(message or f"add {' '.join(paths)}") as e:
-        stats = ingest(e, list(paths), to=to, annotations=annotations, fmt=fmt, progress=progress_bar("adding"))
+        annotating = progress_bar("annotating", f"reading {os.path.basename(annotations)}") if annotations else None
+        stats = ingest(e, list(paths), to=to, annotations=annotations, fmt=fmt, progress=progress_bar("adding"),
+                       annotating=annotating)
     new = e.committed
     doc = {"version": new.hex() if new else None, "files": stats.files, "bytes": stats.bytes,
            "hashed": stats.hashed, "cached": stats.cached, "annotated": stats.annotated,

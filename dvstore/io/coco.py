@@ -67,12 +67,14 @@ class CocoImport:
             empty when ``encoded``.
         categories: The COCO category records in id order (``id``, ``name``,
             ``supercategory``, ``keypoints``...), for building a recipe.
+        image_count: How many images the file has (also when a spill holds them).
     """
 
     labels: list[str]
     by_file: dict[str, list[Any]]
     images: dict[str, dict[str, Any]] = field(default_factory=dict)
     categories: list[dict[str, Any]] = field(default_factory=list)
+    image_count: int = field(default=0, compare=False)  # derived: not part of what the file says
 
 
 class EncodedAnnotation:
@@ -378,6 +380,7 @@ class _Builder:
         self.known = known  # a builder that read the whole file: check annotations against it
         self.spill = spill
         self.held = 0  # images and annotations in memory, counted only for a spill
+        self.image_count = 0
         self.present: set[str] = set()
         self.categories: dict[Any, dict[str, Any]] = {}
         self.images: dict[str, Any] = {}
@@ -432,6 +435,7 @@ class _Builder:
         if name in self.images or (spill is not None and spill.active and spill.has_file_name(name)):
             raise ImportFormatError(f"{where}: {at}: file_name {name!r} appears twice")
         self.file_of[img_id] = name
+        self.image_count += 1
         if spill is None:
             self.images[name] = img if self.keep_images else _NO_RECORD
         else:
@@ -566,6 +570,7 @@ class _Builder:
             by_file[self.file_of[image_id]] = anns if encoded else [_as_dict(a) for a in anns]
         self.by_image.clear()
         return CocoImport(labels=labels, by_file=by_file, images={} if encoded else self.images,
+                          image_count=self.image_count,
                           categories=[self.categories[cid] for cid in order])
 
 

@@ -7,7 +7,8 @@ is read by a child process (``childproc``) that sends its result back over a pip
 frames:
 
 * first, once the whole file is parsed and checked and every ``file_name`` made an item
-  name: ``["ok", labels]`` or ``["error", error class name, message, hint]``;
+  name: ``["ok", labels, number of images]`` or ``["error", error class name, message,
+  hint]``;
 * then frames of up to ``BATCH`` images in item-name order: ``[[item name, [[coco_id, head,
   tail], ...]], ...]``, each annotation as ``coco.EncodedAnnotation.split`` gives it: all
   the parent adds is the annotation id, which depends on the item's id;
@@ -57,10 +58,12 @@ class CocoReader:
         self.tmpdir = tmpdir
         self._child: childproc.Child | None = None
         self._labels: list[str] | None = None
+        self.count = 0  # images in the file (the entries ``entries`` gives), once read
         self._frames: Generator[Any, None, None] | None = None  # read in this process
         if not childproc.can_fork():
             self._frames = _frames(path, prefix, tmpdir)
-            self._labels = list(next(self._frames)[1])
+            _, labels, self.count = next(self._frames)
+            self._labels = list(labels)
             return
         self._child = childproc.Child(lambda _inp, out: _child(path, prefix, tmpdir, out))
 
@@ -120,7 +123,7 @@ class CocoReader:
         if frame[0] == "error":
             self.close()
             childproc.raise_error(frame, ImportFormatError)
-        self._labels = list(frame[1])
+        self._labels, self.count = list(frame[1]), frame[2]
 
     def close(self) -> None:
         """Stop the child if it still runs and reap it; delete its scratch table if it was
@@ -170,14 +173,14 @@ def _frames(path: str, prefix: str, tmpdir: str | None, helper: bool = False) ->
                 masks.close()
         if spill is None or not spill.active:
             entries = _entries(imp, prefix, path)
-            yield ["ok", imp.labels]
+            yield ["ok", imp.labels, imp.image_count]
             for lo in range(0, len(entries), BATCH):
                 frame = entries[lo:lo + BATCH]
                 entries[lo:lo + BATCH] = [None] * len(frame)  # handed out: freed here
                 yield frame
             return
         spill.check_names()
-        yield ["ok", imp.labels]
+        yield ["ok", imp.labels, imp.image_count]
         labels = {c["id"]: c["name"] for c in imp.categories}
         frame = []
         for entry in spill.entries(labels):

@@ -67,7 +67,7 @@ def test_spilled_frames_are_the_in_memory_frames(tmp_path: Path, monkeypatch: py
     tmpdir = tmp_path / "tmp"
     got = _frames(path, str(tmpdir))
     assert got == want
-    assert got[0] == ["ok", ["cat", "dog"]] and sum(len(f) for f in got[1:]) == 120
+    assert got[0] == ["ok", ["cat", "dog"], 120] and sum(len(f) for f in got[1:]) == 120  # 120 images
     names = [name for frame in got[1:] for name, _ in frame]
     assert names == sorted(names)
     assert not tmpdir.exists() or os.listdir(tmpdir) == []  # the scratch table is gone

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -315,6 +316,44 @@ def test_progress_is_reported_along_the_way(tmp_path: Path) -> None:
     with ds.edit("add") as e:
         ingest.ingest(e, [str(tmp_path / "src")], progress=lambda done, total: calls.append((done, total)))
     assert calls == [(512, 1100), (1024, 1100), (1100, 1100)]
+
+
+@pytest.mark.parametrize("fork", [True, False])
+def test_annotating_progress_counts_the_annotation_files_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                fork: bool) -> None:
+    import json
+
+    if not fork:
+        monkeypatch.setenv("DVS_NO_FORK", "1")
+    files = _files(tmp_path / "src", 1100)
+    coco = {"images": [{"id": i, "file_name": os.path.basename(p)} for i, (p, _) in enumerate(files)],
+            "categories": [{"id": 1, "name": "thing"}],
+            "annotations": [{"id": i, "image_id": i, "category_id": 1, "bbox": [1, 2, 3, 4]} for i in range(0, 1100, 3)]}
+    (tmp_path / "coco.json").write_text(json.dumps(coco))
+    store = Store.init(str(tmp_path / "store"))
+    ds = store.datasets.create("ds")
+    calls: list[tuple[int, int]] = []
+    with ds.edit("add") as e:
+        ingest.ingest(e, [str(tmp_path / "src")], annotations=str(tmp_path / "coco.json"), fmt="coco",
+                      annotating=lambda done, total: calls.append((done, total)))
+    waits = [c for c in calls if c == (0, -1)]
+    bars = [c for c in calls if c != (0, -1)]
+    assert calls[: len(waits)] == waits and len(waits) <= 1  # a wait, if any, comes first
+    assert bars and bars[-1] == (1100, 1100)  # every image of the file, once the files are recorded
+    assert all(total == 1100 for _, total in bars) and [d for d, _ in bars] == sorted(d for d, _ in bars)
+
+
+def test_progress_bar_prints_a_wait_then_a_bar(monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("DVS_PROGRESS", "1")
+    bar = ingest.progress_bar("annotating", "reading coco.json")
+    bar(0, -1)
+    bar(512, 1000)
+    bar(1000, 1000)
+    err = capsys.readouterr().err
+    assert err.startswith("annotating: reading coco.json\n")
+    assert "\rannotating [###############...............] 512/1000" in err
+    assert re.search(r"\rannotating \[#{30}\] 1000/1000 [\d,]+/s\n$", err)
 
 
 def test_walk_rebuilds_every_local_path(tmp_path: Path) -> None:
