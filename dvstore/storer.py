@@ -86,13 +86,13 @@ class _Batch:
             self.commit()
         return blob, len(data), mimetype, system
 
-    def stage_objects(self, objects: list[list[bytes]]) -> None:
-        """Stage structured objects (``[id, stored value]``, made by the parent)."""
+    def store_objects(self, objects: list[list[bytes]]) -> None:
+        """Store structured objects (``[id, stored value]``, made by the parent) with what
+        is staged, in one transaction: each batch is a write-ahead batch already."""
         for oid, raw in objects:
             self.objects[oid] = raw
             self.objects_size += len(raw)
-        if self.objects_size >= FLUSH_BYTES:
-            self.commit()
+        self.commit()
 
     def commit(self) -> None:
         """Store what is staged, in one transaction."""
@@ -180,8 +180,7 @@ class Inline(Storer):
         return self._batch.store(self._todo[self._pos - 1])
 
     def store_objects(self, objects: dict[bytes, bytes]) -> None:
-        self._batch.stage_objects([[oid, raw] for oid, raw in objects.items()])
-        self._batch.commit()
+        self._batch.store_objects([[oid, raw] for oid, raw in objects.items()])
 
     def end(self) -> None:
         """Commit everything stored so far."""
@@ -292,8 +291,7 @@ def _serve(repo: Repository, inp: BinaryIO | None, out: BinaryIO) -> None:
             out.flush()
             continue  # objects may follow; the end of the pipe ends it
         if frame[0] == "objects":  # a batch the parent wrote ahead: committed at once
-            batch.stage_objects(frame[1])
-            batch.commit()
+            batch.store_objects(frame[1])
             childproc.write_frame(out, ["stored"])
             out.flush()
             continue
