@@ -18,6 +18,7 @@ rendered coordinates into the annotation before it leaves the reader (``settle``
 from __future__ import annotations
 
 import base64
+import contextlib
 import fcntl
 from collections import deque
 from typing import Any, BinaryIO, Protocol
@@ -168,6 +169,10 @@ class Pending(Protocol):
         """Put the encoded coordinates in."""
 
 
+IN_FLIGHT = 512 << 10  # bytes of masks sent to the helper and not yet answered, at most
+_PIPE_SIZE = 1 << 20
+
+
 class MaskRenderer:
     """Renders masks in a helper process, in the order they are given.
 
@@ -176,8 +181,8 @@ class MaskRenderer:
     helper never waits on a full pipe), or by ``settle``, which waits for all of them. The
     helper is started by the first mask: a file without masks costs nothing.
 
-    Deadlock-free by construction: at most ``_BOUND`` bytes of masks are sent and not yet
-    answered, less than the pipe holds, so sending never blocks while answers are owed,
+    Deadlock-free by construction: at most ``IN_FLIGHT`` bytes of masks are sent and not
+    yet answered, and never more than half of what the pipe holds, so sending never blocks while answers are owed,
     and a mask bigger than that is sent only when nothing is owed (the helper is then
     reading).
     """
@@ -219,12 +224,20 @@ class MaskRenderer:
 
     def _start(self) -> None:
         self._child = child = childproc.Child(_serve, talk_back=True)
-        assert child.inp is not None
+        assert child.inp is not None and child.out is not None
         try:
+            # Pipes of 1 MiB where Linux allows them (up to /proc/sys/fs/pipe-max-size, 1 MiB
+            # by default): with 64 KiB, ~15 masks were in flight, and the reader and the
+            # helper, which take turns producing and rendering masks at similar rates, kept
+            # waiting on each other (a 118,287-image add 40.2 -> 37.4 s, 20,000 images
+            # 7.25 -> 6.92 s: medians of interleaved runs).
+            for f in (child.inp, child.out):
+                with contextlib.suppress(OSError):
+                    fcntl.fcntl(f.fileno(), fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
             capacity = fcntl.fcntl(child.inp.fileno(), fcntl.F_GETPIPE_SZ)
         except (OSError, AttributeError):  # not Linux: POSIX promises 512 bytes at once
             capacity = 4096
-        self._bound = min(32 << 10, capacity // 2)
+        self._bound = min(IN_FLIGHT, capacity // 2)
 
     def _take(self) -> None:
         child = self._child

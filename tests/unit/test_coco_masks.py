@@ -37,9 +37,10 @@ def _doc(seed: int, images: int = 40) -> dict[str, Any]:
                 h, w = rng.randrange(1, 60), rng.randrange(1, 60)
                 a["segmentation"] = {"size": [h, w], "counts": _runs(rng, h, w, rng.randrange(30))}
             anns.append(a)
-    # One mask whose runs alone are more than the renderer keeps in flight (~60 KB).
+    # One mask whose runs alone (a byte each) are more than the renderer keeps in flight.
+    assert coco_masks.IN_FLIGHT < 700 * 750
     anns.append({"id": len(anns) + 1, "image_id": 0, "category_id": 1, "area": 1.0, "bbox": [0, 0, 1, 1],
-                 "iscrowd": 1, "segmentation": {"size": [150, 200], "counts": [1] * 30000}})
+                 "iscrowd": 1, "segmentation": {"size": [700, 750], "counts": [1] * (700 * 750)}})
     return {"images": [{"id": i, "file_name": f"img{i:03d}.png"} for i in range(images)],
             "annotations": anns, "categories": [{"id": 1, "name": "thing"}]}
 
