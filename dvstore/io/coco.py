@@ -34,6 +34,7 @@ import json
 import os
 import re
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -195,6 +196,19 @@ _STREAMED = ("images", "annotations", "categories")
 # A decode that ends this close to the end of the text read so far may have been cut by it
 # (a number's digits, "-Infinity"): read more and decode again.
 _MARGIN = 16
+# Runs of list elements are parsed by orjson this much text at a time (``_stream``), and
+# only where at least _BATCH_MIN of text is in the window.
+_BATCH = 1 << 20
+_BATCH_MIN = 64 << 10
+# What follows the "}" that ends a list element when another element (an object) follows.
+_NEXT_OBJECT = re.compile(r"[ \t\n\r]*,[ \t\n\r]*(?=\{)")
+_fast_loads: Callable[[str], Any] | None
+try:
+    import orjson
+
+    _fast_loads = orjson.loads
+except ImportError:  # pragma: no cover - a platform without its wheel: every element parsed by json
+    _fast_loads = None
 
 
 def _stream(src: JsonChunks, where: str, b: _Builder) -> None:
@@ -211,17 +225,20 @@ def _stream(src: JsonChunks, where: str, b: _Builder) -> None:
     """
     dec = json.JSONDecoder(parse_constant=reject_constant)
     decode_at = dec.raw_decode
+    fast_loads, next_object = _fast_loads, _NEXT_OBJECT.match
     match = _WS.match
     blank = " \t\n\r"
     text = ""
     size = 0  # len(text)
     eof = False
     suspect = False
+    refused = -1  # where the last run batch() could not parse ends: one element at a time to there
     lines = 0  # newlines dropped
     column = 0  # characters dropped since the last of them
 
     def more(i: int) -> int:  # drop text[:i], read on; i's new position (0)
-        nonlocal text, size, eof, suspect, lines, column
+        nonlocal text, size, eof, suspect, refused, lines, column
+        refused -= i
         n = text.count("\n", 0, i)
         if n:
             lines += n
@@ -273,6 +290,33 @@ def _stream(src: JsonChunks, where: str, b: _Builder) -> None:
             check_storable_part(v, where, at, depth, suspect)
         return v, end
 
+    def batch(i: int) -> tuple[list[Any], int] | None:
+        # The list elements from i (an element's start) to the end of an object well inside
+        # the window that another object follows, parsed at once, and where that one starts;
+        # None where there is no such end or orjson refuses the run (the caller then parses
+        # on one element at a time, which gives json's own errors and positions). Only for
+        # text that holds nothing check_storable refuses (``suspect``: no integer beyond 64
+        # bits, 3-digit exponent or surrogate escape), where orjson and json agree.
+        # A "}" inside a string or a nested object is no element's end: "[" + text + "]"
+        # then does not parse, so no run parses to anything but whole elements.
+        nonlocal refused
+        hi = min(i + _BATCH, size if eof else size - _MARGIN)
+        if fast_loads is None or suspect or hi - i < _BATCH_MIN or i < refused:
+            return None
+        refused = hi  # unless a run parses below
+        end = text.rfind("}", i, hi)
+        while end > i:
+            m = next_object(text, end + 1)
+            if m is not None:
+                try:
+                    run = fast_loads("[" + text[i:end + 1] + "]")
+                except ValueError:
+                    return None
+                refused = -1
+                return run, m.end()
+            end = text.rfind("}", i, end)
+        return None
+
     def position(doc: str, pos: int) -> tuple[int, int]:  # (line, column) of doc[pos], 1-based
         n = doc.count("\n", 0, pos)
         return lines + n + 1, pos - doc.rfind("\n", 0, pos) if n else column + pos + 1
@@ -304,12 +348,25 @@ def _stream(src: JsonChunks, where: str, b: _Builder) -> None:
                 seen.add(key)
                 if key in _STREAMED and text[i:i + 1] == "[":
                     add = b.adder(key)
+                    shallow = b.shallow_adder(key)
                     i = ws(i + 1)
                     n = 0
+                    refused = -1
                     if text[i:i + 1] == "]":
                         i += 1
                     else:
                         while True:
+                            run = batch(i)
+                            if run is not None:
+                                values, i = run
+                                for v in values:
+                                    # The depth check value() makes, unless the element is
+                                    # one whose shape was checked (a plain annotation).
+                                    if not shallow(v):
+                                        check_storable_part(v, where, f"$.{key}[{n}]", 2, False)
+                                        add(n, v)
+                                    n += 1
+                                continue
                             v, i = value(i, 2, key, n)
                             add(n, v)
                             n += 1
@@ -390,6 +447,15 @@ class _Builder:
     def adder(self, key: str) -> Any:
         return {"images": self.image, "annotations": self.annotation, "categories": self.category}[key]
 
+    def shallow_adder(self, key: str) -> Callable[[Any], bool]:
+        """For records parsed without a depth check (``_stream``'s runs): adds a record
+        whose whole shape it checks (so it cannot be too deep) and says True; False for
+        any other, which the caller checks and gives to ``adder``."""
+        return self._plain_annotation if key == "annotations" else _no_record
+
+    def _plain_annotation(self, ann: Any) -> bool:
+        return type(ann) is dict and ann.keys() == _PLAIN_KEYS and self.known is None and self._plain(ann)
+
     def streamed(self, key: str) -> None:
         """The list under ``key`` was given element by element."""
         self.present.add(key)
@@ -445,10 +511,10 @@ class _Builder:
     def annotation(self, i: int, ann: Any) -> None:
         # Once per annotation: the checks of well-formed ids are inline, and the entry's name
         # for error messages is only formatted on the way to an error.
+        if self._plain_annotation(ann):
+            return
         if type(ann) is not dict:
             raise ImportFormatError(f"{self.where}: annotations[{i}]: an annotation must be an object")
-        if ann.keys() == _PLAIN_KEYS and self.known is None and self._plain(ann):
-            return
         ann_id, image_id, category_id = ann.get("id"), ann.get("image_id"), ann.get("category_id")
         if not (_good_id(ann_id) and _good_id(image_id) and _good_id(category_id)):
             ann_id = _coco_id(ann, "id", self.where, f"annotations[{i}]")
@@ -572,6 +638,10 @@ class _Builder:
         return CocoImport(labels=labels, by_file=by_file, images={} if encoded else self.images,
                           image_count=self.image_count,
                           categories=[self.categories[cid] for cid in order])
+
+
+def _no_record(record: Any) -> bool:
+    return False
 
 
 def _as_dict(a: EncodedAnnotation) -> dict[str, Any]:

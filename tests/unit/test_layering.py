@@ -6,7 +6,8 @@ import ast
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[2] / "dvstore"
-OWNERS = {"blake3": {"hashing.py"}, "msgpack": {"codec.py"}, "lmdb": {"storage/db.py"}, "click": None}
+OWNERS = {"blake3": {"hashing.py"}, "msgpack": {"codec.py"}, "lmdb": {"storage/db.py"}, "click": None,
+          "orjson": {"io/coco.py"}}
 
 
 def _imports(path: Path) -> set[str]:
