@@ -215,6 +215,12 @@ class MaskRenderer:
         while self._owed:
             self._take()
 
+    def collect(self) -> None:
+        """Fill in the masks rendered so far, without waiting for the others."""
+        child = self._child
+        while self._owed and child is not None and child.ready():
+            self._take()
+
     def close(self) -> None:
         """Stop the helper (after ``settle``, it has nothing left to do)."""
         if self._child is not None:

@@ -96,7 +96,9 @@ class CocoSpill:
             self._name_error = (index, message)
 
     def take(self, b: _Builder) -> None:
-        """Move ``b``'s images and annotations to disk (in one transaction) and empty them."""
+        """Move ``b``'s images and annotations to disk (in one transaction) and empty them,
+        but for the annotations of an image with a mask still being rendered (one that is
+        ``pending``): those stay in ``b`` for a later take."""
         rows: dict[bytes, bytes] = {}
 
         def put() -> None:  # a transaction per FLUSH rows, not a copy of all b holds
@@ -122,7 +124,11 @@ class CocoSpill:
             rows[key] = encode_canonical([d, index, file_name])
             if len(rows) >= FLUSH:
                 put()
+        waiting: dict[Any, list[Any]] = {}  # the annotations of images with a mask in flight
         for image_id, anns in b.by_image.items():
+            if any(a.pending for a in anns):
+                waiting[image_id] = anns
+                continue
             d = _digest(image_id)
             if image_id not in b.file_of and not self._has(b"i" + d):
                 rows[b"p" + d] = encode_canonical(image_id)
@@ -138,6 +144,7 @@ class CocoSpill:
         b.file_of.clear()
         b.images.clear()
         b.by_image.clear()
+        b.by_image.update(waiting)
         b.held = 0
         self.active = True
         self.limit = min(self.limit, FLUSH)

@@ -8,6 +8,7 @@ import json
 import os
 import random
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,36 @@ def test_spilled_frames_with_helper_rendered_masks_are_the_in_memory_frames(
     scratch.mkdir()
     assert list(coco_child._frames(str(path), "/t", str(scratch), helper=True)) == expected
     assert os.listdir(scratch) == []
+
+
+def test_a_spill_leaves_annotations_waiting_for_their_mask_until_a_later_take(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The reader does not wait for the masks in flight when it spills: the images whose
+    # annotations still wait for one stay in memory, and go with a later take.
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(_doc(7, images=60)))
+    expected = list(coco_child._frames(str(path), "/t", None))
+    real_png_uri = coco_masks.png_uri
+
+    def slow_png_uri(height: int, width: int, counts: list[int]) -> str:
+        time.sleep(0.01)
+        return real_png_uri(height, width, counts)
+
+    monkeypatch.setattr(coco_masks, "png_uri", slow_png_uri)  # in the forked helper too
+    monkeypatch.setattr(coco_spill, "LIMIT", 4)
+    monkeypatch.setattr(coco_spill, "FLUSH", 4)
+    left: list[int] = []
+    real_take = coco_spill.CocoSpill.take
+
+    def take(self: coco_spill.CocoSpill, b: Any) -> None:
+        real_take(self, b)
+        left.append(len(b.by_image))
+
+    monkeypatch.setattr(coco_spill.CocoSpill, "take", take)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    assert list(coco_child._frames(str(path), "/t", str(scratch), helper=True)) == expected
+    assert max(left) > 0 and left[-1] == 0  # some waited; the last take took everything
 
 
 def test_a_bad_mask_after_good_ones_is_reported_as_in_place(tmp_path: Path) -> None:
