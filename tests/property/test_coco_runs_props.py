@@ -191,3 +191,17 @@ def test_runs_agree_with_json_on_any_text(tmp_path: Path, images: list[dict[str,
         want = _outcome(path, chunk, encoded)
     with runs(size):
         assert _outcome(path, chunk, encoded) == want
+
+
+@settings(max_examples=500, deadline=None)
+@given(digits=st.text("0123456789", min_size=1, max_size=18), point=st.integers(0, 18),
+       exponent=st.one_of(st.none(), st.integers(-99, 99)), negative=st.booleans())
+def test_orjson_reads_the_numbers_runs_may_hold_as_json_does(digits: str, point: int, exponent: int | None,
+                                                             negative: bool) -> None:
+    # Runs hold no 19-digit run and no 3-digit exponent (``suspect``): within that, every
+    # number must read as json reads it, to the bit.
+    whole, frac = digits[:point].lstrip("0") or "0", digits[point:]
+    text = ("-" if negative else "") + whole + (f".{frac}" if frac else "") + ("" if exponent is None else f"e{exponent}")
+    assert coco._fast_loads is not None
+    got, want = coco._fast_loads(f"[{text}]")[0], json.loads(text)
+    assert type(got) is type(want) and (got == want or got != got) and str(got) == str(want)
