@@ -24,7 +24,10 @@ streamed out by reader children (restarting past a region that kills them), veri
 (objects and blobs must hash to their key; refs, registry, reflog and op records must parse)
 and re-put into a fresh environment, whose ``data.mdb`` then replaces the damaged one with
 one atomic rename. Derived data (path index, stat cache) is then rebuilt from the objects,
-and a final check reports what is still missing: that is what was lost.
+and a final check reports what is still missing: that is what was lost. Last, every blob
+copy that check names (``blob-hash``, ``blob-size``) and whose bytes do not match its name is
+moved to ``quarantine/`` (``BlobStore.quarantine``): blobs are write-once, so only a missing
+blob can be stored again by adding its original file.
 """
 
 from __future__ import annotations
@@ -46,11 +49,11 @@ from typing import IO, Any
 
 from dvstore import codec, tree
 from dvstore.errors import CorruptionError, CorruptObjectError, DvsError, LockedError
-from dvstore.hashing import CHUNK, hash_bytes, new_hasher
+from dvstore.hashing import CHUNK, hash_bytes, is_hex_digest, new_hasher
 from dvstore.locks import store_lock
 from dvstore.maintenance import Issue, Walk, read_roots, verify_object
 from dvstore.repo import Repository, build_folder_index, parse_index_key, path_key
-from dvstore.storage.blobs import fsync_dir
+from dvstore.storage.blobs import QUARANTINE, fsync_dir
 from dvstore.storage.objects import MemoryObjectStore
 
 INDEX_CORRUPT = "index-corrupt"
@@ -313,11 +316,32 @@ def _check_dirs(repo: Repository, rep: FsckReport) -> None:
         except FileNotFoundError:
             continue
         rep.note("tmp-file", os.path.join("tmp", name), f"{age:.0f} s old (gc removes it after the grace period)")
+    try:
+        kept = sorted(os.listdir(os.path.join(repo.dir, QUARANTINE)))
+    except FileNotFoundError:
+        kept = []
+    for name in kept:
+        rep.note("quarantined", os.path.join(QUARANTINE, name),
+                 "bytes of a blob that did not match its name, moved aside by 'fsck --rebuild'; delete when satisfied")
     for name in sorted(os.listdir(repo.dir)):
         if name.startswith("db.corrupt-"):
             rep.note("db-backup", name, "copy of a damaged database kept by 'fsck --rebuild'; delete it when satisfied")
         elif name.startswith("db.rebuild-"):
             rep.note("db-backup", name, "leftover of an interrupted 'fsck --rebuild'; safe to delete")
+
+
+# -- repairs (run in a child) -------------------------------------------------------------
+
+
+def quarantine_blobs(dvs_dir: str, blob_hexes: list[str]) -> list[dict[str, str]]:
+    """Move aside the stored copies of these blobs whose bytes do not match their names
+    (``BlobStore.quarantine``); the blobs are then missing until their files are added again."""
+    repo = Repository(dvs_dir)
+    moved: list[dict[str, str]] = []
+    for h in blob_hexes:
+        if is_hex_digest(h):
+            moved.extend(repo.blobs.quarantine(bytes.fromhex(h)))
+    return moved
 
 
 # -- rebuilding derived data (runs in a child) ------------------------------------------
@@ -665,8 +689,9 @@ def _child_env() -> dict[str, str]:
     return env
 
 
-def _run_child(args: list[str]) -> dict[str, Any]:
-    p = subprocess.run([sys.executable, "-c", _CHILD, *args], capture_output=True, env=_child_env())
+def _run_child(args: list[str], stdin: str = "") -> dict[str, Any]:
+    p = subprocess.run([sys.executable, "-c", _CHILD, *args], capture_output=True, env=_child_env(),
+                       input=stdin.encode())
     if p.returncode != 0:
         last = (p.stderr.decode("utf-8", "replace").strip().splitlines() or [""])[-1]
         what = f"killed by {_signame(-p.returncode)}" if p.returncode < 0 else f"exit {p.returncode}: {last}"
@@ -719,6 +744,13 @@ def fsck(dvs_dir: str, *, read_data: bool = False, rebuild: bool = False) -> Fsc
             rebuilt["salvage"] = _salvage(repo.dir)
         rebuilt["derived"] = _run_child(["rebuild-derived", repo.dir])
         final = _check_in_child(repo.dir, read_data)
+        # A blob's bytes that do not match its name are moved aside, so that adding the
+        # original file again can store it (blobs are write-once: never overwritten).
+        bad = sorted({f.subject for f in final.findings if f.kind in ("blob-hash", "blob-size")})
+        if bad:
+            rebuilt["quarantined"] = _run_child(["quarantine", repo.dir], stdin="\n".join(bad))["moved"]
+            if rebuilt["quarantined"]:
+                final = _check_in_child(repo.dir, read_data)
         final.rebuilt = rebuilt
         return final
 
@@ -732,6 +764,9 @@ def child_main(argv: list[str]) -> int:
         return 0
     if mode == "rebuild-derived":
         sys.stdout.write(json.dumps(rebuild_derived(argv[1])))
+        return 0
+    if mode == "quarantine":
+        sys.stdout.write(json.dumps({"moved": quarantine_blobs(argv[1], sys.stdin.read().split())}))
         return 0
     if mode == "salvage-read":
         _salvage_read(argv[1], argv[2], bytes.fromhex(argv[3]), argv[4] == "1", sys.stdout.buffer)

@@ -73,6 +73,8 @@ def fsck(c: Ctx, read_data: bool, rebuild: bool, as_json: bool) -> None:
         for n in sorted(rep.notes.values(), key=lambda n: n["kind"]):
             click.echo(f"note: {n['count']} {n['kind']} (e.g. {n['examples'][0]})")
         if rep.rebuilt is not None:
+            for q in rep.rebuilt.get("quarantined", ()):
+                click.echo(f"quarantined\t{q['blob']}\t{q['from']} copy did not match its name: moved to {q['kept']}")
             click.echo(f"rebuilt: {rep.rebuilt}")
         s = rep.stats
         if s:
@@ -81,6 +83,17 @@ def fsck(c: Ctx, read_data: bool, rebuild: bool, as_json: bool) -> None:
                        f"{' (data read)' if read_data else ''}")
     if rep.findings:
         kinds = ", ".join(sorted(rep.kinds()))
-        raise CorruptionError(f"fsck found {len(rep.findings)} problem(s): {kinds}",
-                              hint="see docs/reliability.md for each kind; 'dvs fsck --rebuild' repairs "
-                                   "derived indexes and a damaged database")
+        raise CorruptionError(f"fsck found {len(rep.findings)} problem(s): {kinds}", hint=_hint(rep.kinds()))
+
+
+def _hint(kinds: set[str]) -> str:
+    """What to do next, for the kinds found (docs/reliability.md section 5)."""
+    readd = "add their original files again ('dvs add' to any dataset, e.g. a scratch one)"
+    if kinds & {"blob-hash", "blob-size"}:
+        return ("run 'dvs fsck --read-data --rebuild': it moves blobs whose bytes do not match their names to "
+                f".dvs/quarantine/ (and repairs what else it can); then {readd}; see docs/reliability.md section 5")
+    rebuild = "'dvs fsck --rebuild' repairs derived indexes and a damaged database"
+    if "blob-missing" in kinds:
+        rest = f"; {rebuild}" if kinds - {"blob-missing"} else ""
+        return f"blobs are missing: {readd}{rest}; see docs/reliability.md section 5"
+    return f"see docs/reliability.md for each kind; {rebuild}"

@@ -23,13 +23,15 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from dvstore import testhooks
 from dvstore.errors import CorruptObjectError, StorageError
-from dvstore.hashing import CHUNK, Digest, hash_bytes, hash_path, is_hex_digest, new_hasher, short
+from dvstore.hashing import CHUNK, Digest, hash_bytes, hash_file, hash_path, is_hex_digest, new_hasher, short
 from dvstore.storage.db import Database, WriteTxn
 
 if TYPE_CHECKING:  # concurrent.futures imports logging: ~4 ms of every command's start
     from concurrent.futures import Future, ThreadPoolExecutor
 
 SMALL_MAX = 256 * 1024
+QUARANTINE = "quarantine"
+"""Directory of the store holding blob copies that did not match their names (``quarantine``)."""
 
 
 def fsync_dir(path: str) -> None:
@@ -282,6 +284,75 @@ class BlobStore:
                 yield chunk
         if h.digest() != digest:
             raise CorruptObjectError(f"blob {short(digest)} is corrupt", hint="run 'dvs fsck --read-data'")
+
+    # -- repair (fsck --rebuild) --------------------------------------------------------
+
+    def quarantine(self, digest: bytes) -> list[dict[str, str]]:
+        """Move every stored copy of ``digest`` whose bytes do not hash to it into
+        ``quarantine/``; return one ``{"blob", "from", "kept"}`` per copy moved.
+
+        Blobs are write-once: a damaged copy is never overwritten, so it must leave its
+        place before the right bytes can be added again (``dvs add`` of the original then
+        stores them like a missing blob). Nothing is deleted before its bytes are durable in
+        ``quarantine/<name hex>.<content hex>`` (a name taken already holds the same bytes),
+        so a kill at any point leaves the blob in place, or in both places, or moved:
+        running it again finishes the job. A copy that hashes right, or cannot be read, is
+        left alone. The caller holds the store lock exclusively (no writer is running).
+        """
+        moved: list[dict[str, str]] = []
+        value = self.db.get("blobs", digest)
+        if value is not None and hash_bytes(value) != digest:
+            kept = self._keep_aside(digest, hash_bytes(value), value=value)
+
+            def drop(t: WriteTxn) -> None:
+                if t.get("blobs", digest) == value:
+                    t.delete("blobs", digest)
+
+            testhooks.point("quarantine_after_copy")
+            self.db.write(drop)
+            moved.append({"blob": digest.hex(), "from": "database", "kept": kept})
+        path = self.path_for(digest)
+        try:
+            if not stat.S_ISREG(os.lstat(path).st_mode):
+                return moved  # not a blob file (fsck notes it as a stray)
+            actual, _ = hash_file(path)  # streamed: an I/O error is an OSError, not a signal
+        except OSError:
+            return moved  # absent, or unreadable: nothing to move aside (fsck reports it)
+        if actual != digest:
+            kept = self._keep_aside(digest, actual, path=path)
+            testhooks.point("quarantine_after_copy")
+            os.unlink(path)
+            fsync_dir(os.path.dirname(path))
+            moved.append({"blob": digest.hex(), "from": "file", "kept": kept})
+        return moved
+
+    def _keep_aside(self, digest: bytes, actual: bytes, *, value: bytes | None = None,
+                    path: str | None = None) -> str:
+        """Make the bytes durable under ``quarantine/``: a hard link to a blob file, or a
+        new file for a database value. Returns the path relative to the store."""
+        qdir = os.path.join(os.path.dirname(self.root), QUARANTINE)
+        if not os.path.isdir(qdir):
+            os.makedirs(qdir, mode=0o700, exist_ok=True)
+            fsync_dir(os.path.dirname(qdir))
+        name = f"{digest.hex()}.{actual.hex()}"
+        final = os.path.join(qdir, name)
+        src = path
+        if value is not None:
+            src = self._tmp_name()
+            with open(src, "wb") as f:
+                f.write(value)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(src, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+        assert src is not None
+        try:
+            os.link(src, final)
+        except FileExistsError:
+            pass  # named by its content: a copy kept by an earlier, interrupted run
+        if value is not None:
+            os.unlink(src)
+        fsync_dir(qdir)
+        return os.path.join(QUARANTINE, name)
 
     def file_digests(self) -> Iterator[tuple[str, Digest | None]]:
         """Yield (path, digest or None for a stray name) of every blob file."""
