@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from dvstore import perf, tree
 from dvstore.errors import DvsError, UsageError
 from dvstore.hashing import Digest, short
-from dvstore.model import LAYERS, Commit, default_author, now_iso
-from dvstore.repo import ANNSET, Repository
+from dvstore.model import LAYERS, Commit, default_author, now_iso, validate_dataset_name
+from dvstore.repo import ANNSET, DatasetRecord, Repository
 from dvstore.storage.objects import ObjectStore
 
 if TYPE_CHECKING:
@@ -43,8 +43,10 @@ __all__ = [
     "differs",
     "label_counts",
     "reflog",
+    "reflog_of",
     "resolve",
     "restore",
+    "restore_deleted",
     "snapshot",
     "stat",
     "tag",
@@ -476,6 +478,63 @@ def restore(ds: Dataset, rev: str | bytes, *, message: str = "") -> Digest:
         return repo.publish(ds=ds.record, expected_head=head, commit=commit)
 
 
+def restore_deleted(repo: Repository, name: str, rev: str | bytes, *, dataset_id: str | None = None,
+                    message: str = "") -> tuple[Digest, Digest]:
+    """Bring a deleted dataset back as ``name``, its head equal to the version ``rev``.
+
+    The dataset is the most recently deleted one last named ``name``, or with ``dataset_id``
+    (a hex prefix, see ``Repository.deleted_datasets``) any deleted one, which then gets
+    ``name``. It gets its id back, so its reflog and tags are its own again. ``rev`` is read
+    in its history as ``restore`` reads it, with its head at the delete as the head:
+    ``@{1}`` (the entry before the delete) is that head, ``~N``, a tag, an id prefix. The
+    new head is that head itself when ``rev`` has its content, else a new ``restore``
+    version (parent: that head), as ``restore`` does; the reflog entry's op is "restore".
+    A head that was lost before the delete (fsck's ``ref-dangling``) is no parent: the new
+    head is then the version ``rev`` names itself.
+
+    Returns:
+        (the new head, the version ``rev`` named).
+
+    Raises:
+        NotFoundError: No such deleted dataset (gc expired it), or no such version.
+        UsageError: ``name`` is taken, or ``rev`` names another dataset.
+    """
+    validate_dataset_name(name)
+    with repo.lock():
+        _see_latest(repo)
+        gone = repo.deleted_dataset(None if dataset_id is not None else name, dataset_id=dataset_id)
+        old_name = gone.record.name
+        if isinstance(rev, bytes):
+            repo.commit(rev)
+            target = Digest(rev)
+        else:
+            spec = rev.strip()
+            if "@" in spec:
+                ref_name, _, spec = spec.partition("@")
+                if ref_name and ref_name not in (name, old_name):
+                    raise UsageError(f"{rev!r} is a version of {ref_name}, not of the deleted {old_name}",
+                                     hint="restore takes versions of the dataset it brings back")
+            if not spec:
+                raise UsageError(f"invalid revision: {rev!r}", hint="use an id prefix, a tag, ~N or @{N}")
+            target = repo.resolve_rev(gone.record, Digest(gone.head), spec)
+        old = repo.commit(target)
+        try:
+            last: Commit | None = repo.commit(gone.head)
+        except DvsError:
+            last = None  # deleted because its head was lost: no version to build on
+        record = DatasetRecord(name, gone.record.id, gone.record.created, gone.record.info)
+        what = f"restore deleted {old_name} to {_describe(rev, target)}"
+        if last is None or _same_content(old, last):
+            commit = old if last is None else last  # a version it had: no new one
+        else:
+            commit = Commit(layers=dict(old.layers), recipe=old.recipe, parents=(gone.head,), op="restore",
+                            info={"restored": target.hex()}, author=default_author(),
+                            message=message or what, time=now_iso())
+        new = repo.publish(ds=None, expected_head=None, commit=commit, create=record, op="restore",
+                           op_message=message or what)
+        return new, target
+
+
 def _see_latest(repo: Repository) -> None:
     """Make this process see the latest durable version before reading a head to act on.
 
@@ -504,12 +563,17 @@ def reflog(ds: Dataset) -> list[dict[str, Any]]:
     ``NAME@{0}`` is the current head and ``NAME@{1}`` the head before the last move, so
     ``restore(ds, "@{1}")`` undoes the last operation (a restore included).
     """
+    return reflog_of(ds._repo, ds.record)
+
+
+def reflog_of(repo: Repository, record: DatasetRecord) -> list[dict[str, Any]]:
+    """``reflog`` of a dataset record, also of a deleted one (its delete is ``{0}``)."""
     out = []
-    for n, r in enumerate(ds._repo.reflog(ds.record)):
+    for n, r in enumerate(repo.reflog(record)):
         out.append(
             {
                 "index": n,
-                "ref": f"{ds.name}@{{{n}}}",
+                "ref": f"{record.name}@{{{n}}}",
                 "old": _hex(r.get("old")),
                 "new": _hex(r.get("new")),
                 "op": r.get("op", ""),

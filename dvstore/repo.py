@@ -39,7 +39,7 @@ from dvstore.model import FORMAT, Commit, count_folders, now_iso, validate_datas
 from dvstore.model import folder_key as folder_key  # the index keys, re-exported for their users
 from dvstore.model import path_key as path_key
 from dvstore.storage.blobs import BlobStore
-from dvstore.storage.db import Database, WriteTxn
+from dvstore.storage.db import Database, ReadTxn, WriteTxn
 from dvstore.storage.objects import LmdbObjectStore, ObjectStore
 
 STORE_DIR = ".dvs"
@@ -60,6 +60,21 @@ class DatasetRecord:
     @property
     def id_hex(self) -> str:
         return self.id.hex()
+
+
+@dataclass(frozen=True, slots=True)
+class DeletedDataset:
+    """A dataset no longer in the registry whose history gc has not expired yet.
+
+    ``record`` has the dataset's id and its last name (from its newest reflog entry);
+    ``head`` is its head when it was deleted (else the newest version its reflog still
+    names); ``deleted`` the time of the delete (None once gc expired that entry).
+    """
+
+    record: DatasetRecord
+    head: bytes
+    deleted: str | None
+    tags: dict[str, bytes]
 
 
 def find_store(start: str | None = None, explicit: str | None = None) -> str:
@@ -191,6 +206,70 @@ class Repository:
                 out.append(r)
         return out
 
+    def deleted_datasets(self) -> list[DeletedDataset]:
+        """Deleted datasets whose reflog entries gc still keeps, most recently deleted first.
+
+        Nothing marks a deleted dataset but its reflog (keyed by its id, each entry naming
+        the dataset's name at the time) and its tags: ``delete`` removes only the registry
+        record and the head. So a dataset id with reflog entries and no registry record is
+        a deleted dataset, recoverable while gc keeps the versions its entries name.
+        """
+        def fn(t: ReadTxn) -> tuple[list[tuple[bytes, bytes]], ...]:
+            return list(t.scan("datasets")), list(t.scan("reflog")), list(t.scan("refs", b"tag:"))
+
+        ds_rows, log_rows, tag_rows = self.db.read(fn)
+        live = set()
+        for _, v in ds_rows:
+            try:
+                live.add(self._decode_ds(v).id)
+            except CorruptObjectError:
+                continue  # fsck reports it
+        entries: dict[bytes, list[dict[str, Any]]] = {}
+        for k, v in log_rows:  # oldest first per dataset (key order)
+            if len(k) != 24 or k[:16] in live:
+                continue
+            try:
+                rec = codec.decode(v)
+            except CorruptObjectError:
+                continue
+            if isinstance(rec, dict) and isinstance(rec.get("name"), str):
+                entries.setdefault(k[:16], []).append(rec)
+        tags: dict[bytes, dict[str, bytes]] = {}
+        for k, v in tag_rows:
+            if len(k) > 21 and k[20:21] == b":" and len(v) == 32:
+                tags.setdefault(k[4:20], {})[k[21:].decode("utf-8", "replace")] = v
+        out = []
+        for dsid, log in entries.items():
+            head = next((c for r in reversed(log)
+                         if type(c := r.get("old" if r.get("op") == "delete" else "new")) is bytes and len(c) == 32),
+                        None)
+            if head is None:
+                continue
+            last = log[-1]
+            deleted = last.get("time") if last.get("op") == "delete" and last.get("new") is None else None
+            created = str(log[0].get("time", ""))
+            out.append(DeletedDataset(DatasetRecord(last["name"], dsid, created, {}), head,
+                                      deleted if isinstance(deleted, str) else None, tags.get(dsid, {})))
+        out.sort(key=lambda d: (d.deleted or "", d.record.created), reverse=True)
+        return out
+
+    def deleted_dataset(self, name: str | None = None, *, dataset_id: str | None = None) -> DeletedDataset:
+        """The most recently deleted dataset last named ``name``, or the one whose id (hex)
+        starts with ``dataset_id``; NotFoundError when gc has expired it (or there was none)."""
+        if dataset_id is not None and not re.fullmatch(r"[0-9a-fA-F]{6,32}", dataset_id):
+            raise UsageError(f"invalid dataset id: {dataset_id!r}", hint="give 6 to 32 hex digits of the id")
+        found = [d for d in self.deleted_datasets()
+                 if (dataset_id is None or d.record.id_hex.startswith(dataset_id.lower()))
+                 and (dataset_id is not None or d.record.name == name)]
+        if dataset_id is not None and len({d.record.id for d in found}) > 1:
+            raise UsageError(f"ambiguous dataset id {dataset_id}", hint="give more hex digits")
+        if not found:
+            msg = (f"No deleted dataset with id {dataset_id} whose versions gc still keeps" if dataset_id is not None
+                   else f"Dataset not found. Name: '{name}' (nor a deleted one whose versions gc still keeps)")
+            raise NotFoundError(msg, hint="a deleted dataset's versions are kept until gc expires its reflog "
+                                          "entries (90 days by default); list them with 'dvs datasets --deleted'")
+        return found[0]
+
     def dataset_by_id(self, dsid: bytes) -> DatasetRecord | None:
         for d in self.datasets():
             if d.id == dsid:
@@ -206,6 +285,7 @@ class Repository:
         expected_head: bytes | None,
         commit: Commit,
         op_message: str = "",
+        op: str | None = None,
         create: DatasetRecord | None = None,
         extra: Callable[[WriteTxn], None] | None = None,
         path_index: tuple[bytes, bytes] | None = None,
@@ -216,6 +296,8 @@ class Repository:
         Blobs staged in the blob store and objects staged in the object store are written in
         the same LMDB transaction; large blobs were already made durable by the blob store.
         The head must still be ``expected_head`` inside the transaction, else ConflictError.
+        ``create`` may carry the id of a deleted dataset (it then has its reflog and tags
+        back); its head must still be absent. The reflog entry's op is ``op`` or the commit's.
         """
         self.blobs.wait_durable()  # write order step 1: blob files durable before the version
         cid = self.put_commit(commit)
@@ -230,6 +312,9 @@ class Repository:
             if create is not None:
                 if t.get("datasets", create.name.encode()) is not None:
                     raise UsageError(f"Dataset already exists: {create.name}")
+                if t.get("refs", key) is not None:
+                    raise ConflictError(f"dataset {create.name} ({create.id_hex}) was restored by another process",
+                                        hint="see 'dvs datasets'")
                 rec = {"id": create.id.hex(), "name": create.name, "created": create.created, "info": create.info}
                 t.put("datasets", create.name.encode(), codec.encode(rec))
                 old = None
@@ -251,7 +336,7 @@ class Repository:
                     t.put("index", b"dirs:" + path_index[0], folders)
             if extra is not None:
                 extra(t)
-            self._append_reflog(t, target, old, cid, commit.op, op_message or commit.message)
+            self._append_reflog(t, target, old, cid, op or commit.op, op_message or commit.message)
 
         self.db.write(txn)
         self.objects.committed()

@@ -11,7 +11,7 @@ import click
 from dvstore import tree
 from dvstore.api import Dataset, Store
 from dvstore.cli.output import echo_version, emit_json, version_json
-from dvstore.errors import NotFoundError, UsageError
+from dvstore.errors import DvsError, NotFoundError, UsageError
 from dvstore.hashing import short
 
 
@@ -74,10 +74,14 @@ def create(c: Ctx, name: str, recipe_file: str | None, as_json: bool) -> None:
 
 
 @cli.command()
+@click.option("--deleted", is_flag=True, help="List deleted datasets whose versions gc still keeps instead.")
 @json_opt
 @pass_ctx
-def datasets(c: Ctx, as_json: bool) -> None:
+def datasets(c: Ctx, deleted: bool, as_json: bool) -> None:
     """List datasets."""
+    if deleted:
+        _deleted_datasets(c, as_json)
+        return
     rows: list[dict[str, Any]] = []
     for ds in sorted(c.store.datasets.list(), key=lambda d: d.name):
         head = ds.head_id
@@ -90,13 +94,34 @@ def datasets(c: Ctx, as_json: bool) -> None:
         click.echo(f"{r['name']:<30} {r['head'][:12]}  {r['items']:>9} items")
 
 
+def _deleted_datasets(c: Ctx, as_json: bool) -> None:
+    repo = c.store.repo
+    rows: list[dict[str, Any]] = []
+    for d in repo.deleted_datasets():
+        try:
+            n: int | None = tree.count(repo.objects, repo.commit(d.head).layers["items"] or tree.EMPTY)
+        except DvsError:
+            n = None  # a head that was already damaged when it was deleted ('dvs fsck' names it)
+        rows.append({"name": d.record.name, "id": d.record.id_hex, "head": d.head.hex(), "items": n,
+                     "deleted": d.deleted, "tags": sorted(d.tags)})
+    if as_json:
+        emit_json(rows)
+        return
+    for r in rows:
+        tags = f"  tags: {', '.join(r['tags'])}" if r["tags"] else ""
+        items = "?" if r["items"] is None else r["items"]
+        click.echo(f"{r['name']:<30} {r['head'][:12]}  {items:>9} items  deleted {r['deleted'] or '(expired)'}"
+                   f"  id {r['id']}{tags}")
+
+
 @cli.command()
 @click.argument("name")
 @pass_ctx
 def delete(c: Ctx, name: str) -> None:
-    """Remove dataset NAME (its versions stay recoverable until gc expires them)."""
+    """Remove dataset NAME (its versions stay recoverable until gc expires them:
+    'dvs restore NAME @{1}' brings it back)."""
     c.store.datasets.delete(name)
-    click.echo(f"Deleted dataset {name}")
+    click.echo(f"Deleted dataset {name} (undo: dvs restore {name} @{{1}})")
 
 
 @cli.command()

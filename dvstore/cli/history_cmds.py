@@ -11,10 +11,13 @@ from typing import Any
 import click
 
 from dvstore import history
+from dvstore.api import Dataset
 from dvstore.cli.commands import Ctx, cli, json_opt, pass_ctx
 from dvstore.cli.output import emit_json
-from dvstore.errors import EXIT_DIFFERENCES, UsageError
+from dvstore.errors import EXIT_DIFFERENCES, NotFoundError, UsageError
 from dvstore.hashing import short
+from dvstore.model import validate_dataset_name
+from dvstore.repo import DeletedDataset
 
 
 @cli.command()
@@ -169,16 +172,33 @@ def tag_cmd(c: Ctx, spec: str, name: str, delete: bool, force: bool, as_json: bo
         click.echo(f"Tagged {ds.name}@{name} -> {short(target)}")
 
 
+def _live_or_deleted(c: Ctx, name: str) -> Dataset | DeletedDataset:
+    """Dataset NAME, else the most recently deleted one of that name (NotFoundError if none)."""
+    try:
+        return c.dataset(name)
+    except NotFoundError:
+        if "@" in name:
+            raise
+        gone = c.store.repo.deleted_dataset(name)
+        # {1} is the entry before the delete; once gc expired the delete entry, {0} is the head.
+        when = f" at {gone.deleted}" if gone.deleted else " (gc expired its newest entries)"
+        click.echo(f"note: dataset {name} was deleted{when}; 'dvs restore {name} @{{{1 if gone.deleted else 0}}}' "
+                   f"brings back its head {short(gone.head)}", err=True)
+        return gone
+
+
 @cli.command(name="tags")
 @click.argument("name")
 @json_opt
 @pass_ctx
 def tags_cmd(c: Ctx, name: str, as_json: bool) -> None:
-    """List the tags of dataset NAME."""
-    ds = c.dataset(name)
+    """List the tags of dataset NAME (also of a deleted NAME)."""
+    ds = _live_or_deleted(c, name)
+    repo = c.store.repo
+    tags = history.tags(ds) if isinstance(ds, Dataset) else {k: ds.tags[k] for k in sorted(ds.tags)}
     rows = []
-    for t, cid in history.tags(ds).items():
-        v = ds._repo.commit(cid)
+    for t, cid in tags.items():
+        v = repo.commit(cid)
         rows.append({"tag": t, "version": cid.hex(), "op": v.op, "time": v.time, "message": v.message})
     if as_json:
         emit_json(rows)
@@ -192,16 +212,28 @@ def tags_cmd(c: Ctx, name: str, as_json: bool) -> None:
 @click.argument("name")
 @click.argument("rev")
 @click.option("-m", "--message", default="", help="Version message.")
+@click.option("--id", "dataset_id", metavar="ID",
+              help="Bring back the deleted dataset with this id (see 'dvs datasets --deleted') as NAME.")
 @json_opt
 @pass_ctx
-def restore_cmd(c: Ctx, name: str, rev: str, message: str, as_json: bool) -> None:
+def restore_cmd(c: Ctx, name: str, rev: str, message: str, dataset_id: str | None, as_json: bool) -> None:
     """Make a new head version of NAME equal to REV (history is never rewritten).
 
     REV: an id prefix, a tag, ~N, or @{N} from 'dvs reflog NAME' (also written NAME@REV).
     Undo the last operation: dvs restore NAME @{1}
+
+    A deleted NAME comes back the same way ('dvs restore NAME @{1}': its head when it was
+    deleted), with its reflog and tags; --id picks a deleted dataset whose name is taken.
     """
     if "@" in name:
         raise UsageError("restore takes a dataset name, then the version", hint="dvs restore NAME REV")
+    if dataset_id is not None or not _is_live(c, name):
+        new, target = history.restore_deleted(c.store.repo, name, rev, dataset_id=dataset_id, message=message)
+        if as_json:
+            emit_json({"dataset": name, "version": new.hex(), "restored": target.hex(), "changed": True})
+        else:
+            click.echo(f"Restored deleted dataset {name} to {rev} ({short(target)}): head {short(new)}")
+        return
     ds = c.dataset(name)
     before = ds.head_id
     target = history.resolve(ds, rev)  # before the restore: it moves what @{N} names
@@ -220,10 +252,14 @@ def restore_cmd(c: Ctx, name: str, rev: str, message: str, as_json: bool) -> Non
 @json_opt
 @pass_ctx
 def reflog(c: Ctx, name: str, limit: int | None, as_json: bool) -> None:
-    """Every head move of NAME, newest first; 'dvs restore NAME @{N}' goes back to one."""
+    """Every head move of NAME, newest first; 'dvs restore NAME @{N}' goes back to one.
+
+    For a deleted NAME, its history up to the delete ({0}); 'dvs restore NAME @{1}' brings it back.
+    """
     if "@" in name:
         raise UsageError("reflog takes a dataset name")
-    rows = history.reflog(c.dataset(name))
+    ds = _live_or_deleted(c, name)
+    rows = history.reflog(ds) if isinstance(ds, Dataset) else history.reflog_of(c.store.repo, ds.record)
     if limit is not None:
         rows = rows[:limit]
     if as_json:
@@ -233,3 +269,8 @@ def reflog(c: Ctx, name: str, limit: int | None, as_json: bool) -> None:
         new = r["new"][:12] if r["new"] else "-" * 12
         first = r["message"].splitlines()[0] if r["message"] else ""
         click.echo(f"{new}  {r['ref']:<14} {r['op']:<13} {r['time']}  {first}")
+
+
+def _is_live(c: Ctx, name: str) -> bool:
+    validate_dataset_name(name)
+    return c.store.repo.db.get("datasets", name.encode("utf-8", "surrogatepass")) is not None
