@@ -17,12 +17,16 @@ from dvstore.errors import LockedError
 
 DEFAULT_TIMEOUT = float(os.environ.get("DVS_LOCK_TIMEOUT", "10"))
 
+# Descriptors of the locks this process holds: a forked helper closes its copies
+# (``close_inherited``), or it would keep the lock held after its parent is gone.
+_HELD: set[int] = set()
+
 
 @contextmanager
 def store_lock(path: str, *, exclusive: bool, timeout: float | None = None) -> Iterator[None]:
     """Hold the store lock (shared or exclusive) for the block."""
     timeout = DEFAULT_TIMEOUT if timeout is None else timeout
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
         deadline = time.monotonic() + timeout
@@ -44,9 +48,23 @@ def store_lock(path: str, *, exclusive: bool, timeout: float | None = None) -> I
         if exclusive:
             os.ftruncate(fd, 0)
             os.pwrite(fd, str(os.getpid()).encode(), 0)
+        _HELD.add(fd)
         yield
     finally:
+        _HELD.discard(fd)
         os.close(fd)  # releases the flock
+
+
+def close_inherited() -> None:
+    """In a forked child that never returns into its parent's code (``childproc``): close
+    the store lock descriptors inherited from the parent. The parent's locks stay held: a
+    ``flock`` belongs to the open file, which the parent's descriptor keeps open."""
+    for fd in _HELD:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD.clear()
 
 
 def _holder(path: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import errno
 import os
+import signal
 import sys
 import traceback
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 import click
 
 from dvstore import perf
-from dvstore.errors import EXIT_DAMAGED, EXIT_INTERRUPTED, EXIT_USAGE, DvsError
+from dvstore.errors import EXIT_DAMAGED, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, DvsError
 
 EXIT_INTERNAL = 70
 
@@ -31,13 +32,13 @@ def _fail(message: str, hint: str | None, code: int) -> None:
 
 def _writing_output(e: BaseException) -> bool:
     """Whether ``e`` was raised writing the command's report: in ``click.echo`` or
-    ``emit_json``, or by the final flush of stdout in ``main``."""
+    ``emit_json``, or by the final flush of stdout in ``_main``."""
     from dvstore.cli.output import emit_json
 
     frames = [f for f, _ in traceback.walk_tb(e.__traceback__)]
     if any(f.f_code in (click.echo.__code__, emit_json.__code__) for f in frames):
         return True
-    return bool(frames) and frames[-1].f_code is main.__code__
+    return bool(frames) and frames[-1].f_code is _main.__code__
 
 
 def _silence_stdout() -> None:
@@ -75,8 +76,41 @@ def run() -> None:
     os._exit(code or 0)
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt, so that the same
+    cleanup runs: helper processes killed and reaped, scratch files deleted, nothing half
+    published (a version is published by one transaction or not at all)."""
+
+
+def _on_sigterm(_signum: int, _frame: Any) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the cleanup short
+    raise _Terminated()
+
+
+def _interrupted(e: BaseException) -> None:
+    if isinstance(e, _Terminated) or isinstance(e.__cause__, _Terminated):
+        _fail("terminated", None, EXIT_TERMINATED)
+    _fail("interrupted", None, EXIT_INTERRUPTED)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Run the click group with dvstore's error handling (exits by ``SystemExit``)."""
+    """Run the click group with dvstore's error handling (exits by ``SystemExit``).
+
+    SIGTERM ends the command as Ctrl-C does (exit 143 instead of 130), while ``main`` runs
+    in the main thread; the previous handler is put back when it returns.
+    """
+    try:
+        previous: Any = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread: signals are not this caller's to take
+        previous = None
+    try:
+        _main(argv)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None) -> None:
     from dvstore.cli.commands import cli
 
     debug = os.environ.get("DVS_DEBUG") == "1"
@@ -89,16 +123,16 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             traceback.print_exc()
         _fail(e.message, e.hint, e.exit_code)
-    except click.exceptions.Abort:
-        _fail("interrupted", None, EXIT_INTERRUPTED)
+    except click.exceptions.Abort as e:  # click's form of KeyboardInterrupt
+        _interrupted(e)
     except click.ClickException as e:
         msg = e.format_message()
         hint = None
         if isinstance(e, click.UsageError) and e.ctx is not None:
             hint = f"see '{e.ctx.command_path} --help'"
         _fail(msg, hint, EXIT_USAGE if e.exit_code == 2 else e.exit_code)
-    except KeyboardInterrupt:
-        _fail("interrupted", None, EXIT_INTERRUPTED)
+    except KeyboardInterrupt as e:
+        _interrupted(e)
     except BrokenPipeError:
         _silence_stdout()
         sys.stderr.close()

@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from dvstore.api import Store
 from dvstore.locks import store_lock
 from dvstore.storage.db import Database
@@ -124,3 +126,74 @@ def test_lmdb_writer_killed_while_another_waits(tmp_path: Path) -> None:
     out, _ = waiter.communicate(timeout=10)
     assert out.strip() == "ok"
     assert Database(path).get("index", b"half-written") is None
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(d))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie holds no file and no lock: it is not alive here)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_killed_add_leaves_no_helper_holding_the_lock(tmp_path: Path, sig: signal.Signals) -> None:
+    """``dvs add`` killed while its helpers (two storers, the COCO reader) are slow: the
+    helpers end with it, so no orphan keeps the store lock (inherited flock) and gc runs."""
+    s = Store.init(str(tmp_path / "s"))
+    s.datasets.create("d")
+    before = s.datasets.get("d").head_id
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.png").write_bytes(b"a")
+    coco = tmp_path / "coco.json"
+    coco.write_text('{"images": [{"id": 1, "file_name": "a.png"}], "annotations": [], "categories": []}')
+    env = dict(os.environ, DVS_TEST_PAUSE_AT="helper_start", DVS_TEST_PAUSE_FILE=str(tmp_path / "never"))
+    env.pop("DVS_NO_FORK", None)
+    p = subprocess.Popen([sys.executable, "-m", "dvstore", "--store", s.path, "add", "d", str(src),
+                          "--annotations", str(coco)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    helpers: list[int] = []
+    try:
+        deadline = time.monotonic() + 30
+        while len(helpers := _children(p.pid)) < 3:  # the reader and the two storers, paused
+            assert p.poll() is None and time.monotonic() < deadline, p.communicate()
+            time.sleep(0.02)
+        os.kill(p.pid, sig)
+        _, err = p.communicate(timeout=30)
+        if sig == signal.SIGTERM:
+            assert p.returncode == 143, (p.returncode, err)
+            assert err.strip().splitlines() == ["error: terminated"], err
+        else:
+            assert p.returncode == -signal.SIGKILL
+        deadline = time.monotonic() + 5
+        while any(_alive(h) for h in helpers):
+            assert time.monotonic() < deadline, [h for h in helpers if _alive(h)]
+            time.sleep(0.02)
+        t0 = time.monotonic()
+        g = run_dvs(s.path, "gc", "--expire", "now", env={"DVS_LOCK_TIMEOUT": "2"})
+        assert g.returncode == 0, g.stderr
+        assert time.monotonic() - t0 < 2, "gc waited for the lock"
+        assert Store(s.path).datasets.get("d").head_id == before
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        for h in helpers:
+            if _alive(h):
+                os.kill(h, signal.SIGKILL)

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import select
+import subprocess
+import sys
+import time
 from typing import Any, BinaryIO
 
 import pytest
 
 from dvstore import childproc
 from dvstore.errors import ImportFormatError, StorageError
+from dvstore.locks import store_lock
 
 
 def _cut() -> StorageError:
@@ -104,3 +109,85 @@ def test_a_helpers_helper_does_not_keep_its_parents_pipe_to_the_main_process() -
         os.close(hold_r)
         os.close(hold_w)
         first.close()
+
+
+def test_a_child_does_not_keep_the_store_lock(tmp_path: Any) -> None:
+    # A flock lasts while any descriptor of it is open: a helper that kept its inherited copy
+    # would hold the store lock after the parent let go of it (or died).
+    lock = str(tmp_path / "lock")
+    hold_r, hold_w = os.pipe()
+
+    def wait(_inp: BinaryIO | None, out: BinaryIO) -> None:
+        childproc.write_frame(out, "started")
+        out.flush()
+        os.read(hold_r, 1)
+
+    try:
+        with store_lock(lock, exclusive=True, timeout=1):
+            child = childproc.Child(wait)
+        try:
+            assert child.out is not None and childproc.read_frame(child.out, _cut) == "started"
+            fd = os.open(lock, os.O_RDWR)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free, while the child runs
+            finally:
+                os.close(fd)
+            assert not child.ready()  # still running
+        finally:
+            os.write(hold_w, b"x")
+            child.close()
+    finally:
+        os.close(hold_r)
+        os.close(hold_w)
+
+
+def test_a_childs_copy_of_the_lock_is_not_the_parents_lock(tmp_path: Any) -> None:
+    # Closing the inherited descriptor in the child leaves the parent's lock held.
+    lock = str(tmp_path / "lock")
+    with store_lock(lock, exclusive=True, timeout=1):
+        child = childproc.Child(lambda _inp, out: childproc.write_frame(out, "closed"))
+        try:
+            assert child.out is not None and childproc.read_frame(child.out, _cut) == "closed"
+        finally:
+            child.close()
+        fd = os.open(lock, os.O_RDWR)
+        try:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(fd)
+
+
+ORPHAN = """
+import os, sys, time
+from dvstore import childproc
+child = childproc.Child(lambda _inp, _out: time.sleep(600))
+print(child.pid, flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_child_dies_with_its_parent() -> None:
+    p = subprocess.Popen([sys.executable, "-c", ORPHAN], stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout is not None
+        pid = int(p.stdout.readline())
+        p.kill()
+        p.wait()
+        deadline = time.monotonic() + 5
+        while _running(pid):
+            assert time.monotonic() < deadline, "the helper outlived its parent"
+            time.sleep(0.02)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is gone but not reaped
+    except OSError:
+        return False
