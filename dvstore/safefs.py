@@ -15,7 +15,7 @@ import stat as statmod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from dvstore.errors import UsageError
+from dvstore.errors import StorageError, UsageError
 from dvstore.hashing import CHUNK, Digest, new_hasher
 from dvstore.io import imageinfo
 from dvstore.storage.blobs import storage_error
@@ -87,6 +87,126 @@ def open_dir(parent_fd: int, name: str, display: str, *, create: bool, replace_l
         return os.open(name, DIR_FLAGS, dir_fd=parent_fd)
     except OSError as e:
         raise UsageError(f"cannot open {display}: {e.strerror}") from None
+
+
+def remove_tree(parent_fd: int, name: str, display: str) -> None:
+    """Delete ``name`` under ``parent_fd``: a file or a symlink (the link itself, never what
+    it points at), or a folder with everything below it. Nothing is followed, and nothing on
+    another file system (a mount point below) is deleted: that is an error."""
+    try:
+        st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise _remove_error(e, display) from None
+    if not statmod.S_ISDIR(st.st_mode):
+        _unlink(parent_fd, name, display)
+        return
+    dev = os.fstat(parent_fd).st_dev
+    # Depth first without recursion (item names may nest thousands of folders deep); a
+    # frame is (folder fd, names left in it, the fd it sits in, its name, its display).
+    frames = [_open_to_empty(parent_fd, name, display, dev)]
+    try:
+        while frames:
+            fd, left, up, dname, where = frames[-1]
+            if not left:
+                frames.pop()
+                os.close(fd)
+                try:
+                    os.rmdir(dname, dir_fd=up)
+                except OSError as e:
+                    raise _remove_error(e, where) from None
+                continue
+            entry = left.pop()
+            here = f"{where}/{entry}"
+            try:
+                est = os.stat(entry, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                raise _remove_error(e, here) from None
+            if statmod.S_ISDIR(est.st_mode):
+                frames.append(_open_to_empty(fd, entry, here, dev))
+            else:
+                _unlink(fd, entry, here)
+    finally:
+        for frame in frames:
+            os.close(frame[0])
+
+
+def prune(top_fd: int, display: str, keep_files: set[str], keep_dirs: set[str]) -> int:
+    """Delete everything below the folder ``top_fd`` but the regular files ``keep_files``
+    and the folders ``keep_dirs`` (paths relative to it, ``/``-separated; a kept file's
+    folders must be kept too), as ``remove_tree`` deletes. Returns how many entries went."""
+    removed = 0
+    stack: list[tuple[str, int]] = [("", os.dup(top_fd))]
+    try:
+        while stack:
+            rel, fd = stack.pop()
+            try:
+                try:
+                    names = sorted(os.listdir(fd))
+                except OSError as e:
+                    raise _remove_error(e, display_path(display, rel)) from None
+                for name in names:
+                    r = f"{rel}/{name}" if rel else name
+                    try:
+                        st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    except OSError as e:
+                        raise _remove_error(e, display_path(display, r)) from None
+                    if statmod.S_ISDIR(st.st_mode) and r in keep_dirs:
+                        try:
+                            stack.append((r, os.open(name, DIR_FLAGS, dir_fd=fd)))
+                        except OSError as e:
+                            raise _remove_error(e, display_path(display, r)) from None
+                    elif not (statmod.S_ISREG(st.st_mode) and r in keep_files):
+                        remove_tree(fd, name, display_path(display, r))
+                        removed += 1
+            finally:
+                os.close(fd)
+    finally:
+        for _, fd in stack:
+            os.close(fd)
+    return removed
+
+
+def _open_to_empty(parent_fd: int, name: str, display: str, dev: int) -> tuple[int, list[str], int, str, str]:
+    try:
+        fd = os.open(name, DIR_FLAGS, dir_fd=parent_fd)
+    except OSError as e:
+        raise _remove_error(e, display) from None
+    try:
+        if os.fstat(fd).st_dev != dev:
+            raise UsageError(f"{display} is another file system (a mount point); dvs deletes nothing there",
+                             hint="unmount it or move it away, then run the command again")
+        names = os.listdir(fd)
+    except OSError as e:
+        os.close(fd)
+        raise _remove_error(e, display) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, names, parent_fd, name, display
+
+
+def _unlink(dir_fd: int, name: str, display: str) -> None:
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        raise _remove_error(e, display) from None
+
+
+def _remove_error(e: OSError, display: str) -> UsageError | StorageError:
+    if e.errno == errno.EIO:
+        return storage_error(e, f"cannot remove {display}")
+    if e.errno in LINK_ERRNOS:
+        return UsageError(f"{display} changed while it was being removed", hint="run the command again")
+    return UsageError(f"cannot remove {display}: {e.strerror or e}",
+                      hint="fix its permissions or remove it yourself, then run the command again")
 
 
 class DirChain:

@@ -69,8 +69,10 @@ from dvstore.safefs import (
     hash_in,
     open_dir,
     open_in,
+    prune,
     read_all,
     read_chunks,
+    remove_tree,
     walk_files,
     write_file,
 )
@@ -293,7 +295,16 @@ def _resolve(store: Store, dataset: Dataset | str, commit_id: bytes | str | None
     return rec, Digest(bytes(commit_id))
 
 
-def _prepare_target(dest: str, store: Store, force: bool) -> None:
+@dataclass
+class _Target:
+    """The checkout's folder as found: ``fresh`` if it was missing or empty (a failed
+    checkout then removes what it wrote), ``made`` the topmost folder created for it."""
+
+    fresh: bool
+    made: str | None
+
+
+def _prepare_target(dest: str, store: Store, force: bool) -> _Target:
     real = os.path.realpath(dest)
     store_real = os.path.realpath(store.path)
     if real == store_real or real.startswith(store_real + os.sep):
@@ -301,15 +312,68 @@ def _prepare_target(dest: str, store: Store, force: bool) -> None:
     try:
         st = os.stat(dest)
     except FileNotFoundError:
+        made = dest
+        while not os.path.lexists(os.path.dirname(made)):
+            made = os.path.dirname(made)
         try:
             os.makedirs(dest, mode=DIR_MODE, exist_ok=True)
         except OSError as e:
             raise storage_error(e, f"cannot create {dest}") from None
-        return
+        return _Target(fresh=True, made=made)
     if not statmod.S_ISDIR(st.st_mode):
         raise UsageError(f"{dest} exists and is not a folder")
-    if os.listdir(dest) and not force:
-        raise UsageError(f"{dest} is not empty", hint="check out into an empty folder, or pass --force")
+    if not os.listdir(dest):
+        return _Target(fresh=True, made=None)
+    if not force:
+        raise UsageError(f"{dest} is not empty",
+                         hint="check out into an empty folder, or pass --force (in a working folder, --force "
+                              "deletes the files under items/ and json/ that the version does not have)")
+    for top in (ITEMS_DIR, JSON_DIR):
+        inner = os.path.join(real, top)
+        if store_real == inner or store_real.startswith(inner + os.sep):
+            raise UsageError(f"the store ({store.path}) is inside {dest}/{top}", hint="choose another folder")
+    return _Target(fresh=False, made=None)
+
+
+def _leave_working_folder(root_fd: int) -> bool:
+    """Remove ``.dvs-checkout`` before a working folder is overwritten, so that a checkout
+    that fails midway is not taken for one of either version. Whether it was one (the file
+    was a regular file: a symlink in its place is removed, never followed)."""
+    try:
+        st = os.stat(CHECKOUT_FILE, dir_fd=root_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    if statmod.S_ISDIR(st.st_mode):
+        return False  # in the way: writing it at the end says so
+    remove_tree(root_fd, CHECKOUT_FILE, CHECKOUT_FILE)
+    return statmod.S_ISREG(st.st_mode)
+
+
+def _remove_unfinished(dest: str, target: _Target) -> None:
+    """After a checkout into a missing or empty folder failed: remove what it wrote (items/,
+    json/, .dvs-checkout) and the folders it created. Best effort: the error that stopped
+    the checkout is the one reported."""
+    try:
+        root_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        for name in (ITEMS_DIR, JSON_DIR, CHECKOUT_FILE):
+            remove_tree(root_fd, name, name)
+    except DvsError:
+        return
+    finally:
+        os.close(root_fd)
+    if target.made is not None:
+        d = dest
+        while True:
+            try:
+                os.rmdir(d)  # only ever an empty folder
+            except OSError:
+                return
+            if d == target.made:
+                return
+            d = os.path.dirname(d)
 
 
 @perf.bulk_op
@@ -323,14 +387,21 @@ def checkout(store: Store, dataset: Dataset | str, commit_id: bytes | str | None
         commit_id: The version (32-byte id or a revision string); None for ``dataset``'s
             own version (its head, or the revision it was opened at).
         dest_dir: The folder; created when missing. It must be empty unless ``force``.
-        force: Write into a non-empty folder: files in the way are replaced, symlinks in the
-            way are removed (never followed), other files are left alone (``status`` then
-            shows them as added).
+        force: Write into a non-empty folder. If it is a working folder already (it has a
+            ``.dvs-checkout``), its items/ and json/ are made exactly the version's: what the
+            version does not have there is deleted (uncommitted changes are lost). Any other
+            folder loses nothing: files in the way are replaced, other files are left alone
+            (``status`` then shows them as added). Either way nothing outside items/,
+            json/ and ``.dvs-checkout`` is touched, and symlinks are removed, never followed.
         progress: Called with (done, total).
 
     Returns:
         What was written. Every blob is verified while it streams; a corrupt or missing blob
         fails the checkout (CorruptObjectError / NotFoundError) and leaves no file for it.
+        A checkout that fails into a missing or empty folder removes everything it wrote
+        (and the folders it made); one that fails into a non-empty folder leaves it without
+        ``.dvs-checkout`` (not a working folder), and running it again with ``force``
+        finishes it.
 
     Raises:
         InvalidNameError: The version holds a hostile or clashing item name; nothing written.
@@ -342,21 +413,41 @@ def checkout(store: Store, dataset: Dataset | str, commit_id: bytes | str | None
     stats = CheckoutStats(dir=dest, dataset=rec.name, version=cid.hex())
     records = sorted(_version_items(store, rec, cid).items())
     folders = _folders_of(fn for fn, _ in records)
-    _prepare_target(dest, store, force)
+    target = _prepare_target(dest, store, force)
+    try:
+        pending = _materialise(repo, rec, cid, dest, records, folders, force, stats, progress)
+    except BaseException:
+        if target.fresh:
+            _remove_unfinished(dest, target)
+        raise
+    _store_stat_cache(repo, pending)
+    return stats
+
+
+def _materialise(repo: Repository, rec: DatasetRecord, cid: Digest, dest: str, records: list[tuple[str, VItem]],
+                 folders: set[str], force: bool, stats: CheckoutStats,
+                 progress: Progress | None) -> list[_CacheRow]:
+    """Write the folder; return the stat-cache rows of what was written."""
     root = os.path.realpath(dest)
     pending: list[_CacheRow] = []
     with ExitStack() as fds:
         root_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         fds.callback(os.close, root_fd)
-        items_fd = open_dir(root_fd, ITEMS_DIR, ITEMS_DIR, create=True, replace_links=force)
-        fds.callback(os.close, items_fd)
-        json_fd = open_dir(root_fd, JSON_DIR, JSON_DIR, create=True, replace_links=force)
-        fds.callback(os.close, json_fd)
-        items_chain = DirChain(items_fd, ITEMS_DIR, create=True, replace_links=force)
-        fds.callback(items_chain.close)
-        json_chain = DirChain(json_fd, JSON_DIR, create=True, replace_links=force)
-        fds.callback(json_chain.close)
         with repo.lock():
+            was_working_folder = force and _leave_working_folder(root_fd)
+            items_fd = open_dir(root_fd, ITEMS_DIR, ITEMS_DIR, create=True, replace_links=force)
+            fds.callback(os.close, items_fd)
+            json_fd = open_dir(root_fd, JSON_DIR, JSON_DIR, create=True, replace_links=force)
+            fds.callback(os.close, json_fd)
+            if was_working_folder:
+                keep_dirs = {d[1:] for d in folders}
+                prune(items_fd, ITEMS_DIR, {fn[1:] for fn, _ in records}, keep_dirs)
+                prune(json_fd, JSON_DIR, {fn[1:] + JSON_SUFFIX for fn, _ in records
+                                          if fn + JSON_SUFFIX not in folders}, keep_dirs)
+            items_chain = DirChain(items_fd, ITEMS_DIR, create=True, replace_links=force)
+            fds.callback(items_chain.close)
+            json_chain = DirChain(json_fd, JSON_DIR, create=True, replace_links=force)
+            fds.callback(json_chain.close)
             total = len(records)
             for i, (fn, v) in enumerate(records):
                 rel = fn[1:]
@@ -383,8 +474,7 @@ def checkout(store: Store, dataset: Dataset | str, commit_id: bytes | str | None
         # Last: a folder without it is not a working folder, so a failed checkout is never
         # mistaken for a complete one.
         _write_checkout_file(root_fd, repo, rec, cid)
-    _store_stat_cache(repo, pending)
-    return stats
+    return pending
 
 
 def _write_checkout_file(root_fd: int, repo: Repository, rec: DatasetRecord, cid: bytes) -> None:

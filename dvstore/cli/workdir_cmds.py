@@ -20,11 +20,19 @@ from dvstore.ingest import progress_bar
 @click.argument("spec", metavar="NAME[@REV]")
 @click.argument("directory", metavar="DIR")
 @click.option("--force", is_flag=True,
-              help="Write into a non-empty folder (files in the way are replaced; symlinks are never followed).")
+              help="Write into a non-empty folder. In a working folder, items/ and json/ become exactly this "
+                   "version: files there that it does not have are deleted (uncommitted changes are lost). "
+                   "In any other folder nothing is deleted: files in the way are replaced. Nothing outside "
+                   "items/, json/ and .dvs-checkout is touched; symlinks are removed, never followed.")
 @json_opt
 @pass_ctx
 def checkout(c: Ctx, spec: str, directory: str, force: bool, as_json: bool) -> None:
-    """Materialise a version of a dataset as a working folder DIR (items/, json/)."""
+    """Materialise a version of a dataset as a working folder DIR (items/, json/).
+
+    A checkout that fails (a corrupt blob, exit 6; Ctrl-C) into a new or empty DIR removes
+    what it wrote; into a non-empty DIR it leaves no .dvs-checkout, and running it again
+    with --force finishes it.
+    """
     ds = c.dataset(spec)
     stats = workdir.checkout(c.store, ds, None, directory, force=force, progress=progress_bar("checking out"))
     if as_json:

@@ -333,6 +333,105 @@ def test_checkout_refuses_non_empty_folder(tmp_path: Path) -> None:
         workdir.checkout(store, ds, None, str(tmp_path / "s/.dvs/x"))
 
 
+def test_force_into_a_working_folder_leaves_exactly_the_version(tmp_path: Path) -> None:
+    # The audit's case: a working folder at the head, then --force to an older version kept
+    # the head's files, and the stale json (an id the older version lacks) failed status.
+    store = Store.init(str(tmp_path / "s"))
+    ds = seed(store)
+    old = ds.head_id
+    with ds.edit("more") as e:
+        e.add_bytes("/new.png", b"new")
+        e.add_bytes("/deep/er/z.txt", b"z")
+        e.delete("/e.txt")
+    sp = str(tmp_path / "s")
+    wd = tmp_path / "wd"
+    assert run_dvs("checkout", "pets", str(wd), cwd=sp).rc == 0
+    (wd / "notes.txt").write_text("mine, outside items/ and json/")
+    (wd / "items/mine.txt").write_bytes(b"an uncommitted new item")
+    (wd / "json/readme.txt").write_text("not a json of any item")
+    (wd / "items/cats/a.jpg").write_bytes(b"an uncommitted change")
+    (wd / "items/dogs/c.jpg").unlink()
+    r = run_dvs("checkout", f"pets@{old.hex()[:12]}", str(wd), "--force", cwd=sp)
+    assert r.rc == 0, r.err
+    r = run_dvs("status", str(wd), "--json")
+    assert r.rc == 0, r.err
+    assert json.loads(r.out)["clean"] is True and json.loads(r.out)["ignored"] == []
+    assert sorted(str(p.relative_to(wd / "items")) for p in (wd / "items").rglob("*") if p.is_file()) == \
+        sorted(fn[1:] for fn in SEED)
+    assert sorted(str(p.relative_to(wd / "json")) for p in (wd / "json").rglob("*") if p.is_file()) == \
+        sorted(fn[1:] + ".json" for fn in SEED)
+    assert not (wd / "items/deep").exists() and not (wd / "json/deep").exists()
+    assert (wd / "notes.txt").read_text() == "mine, outside items/ and json/"
+    assert (wd / "items/cats/a.jpg").read_bytes() == b"bytes of /cats/a.jpg"
+    # and back to the head: the older version's e.txt goes, the head's files come back
+    assert run_dvs("checkout", "pets", str(wd), "--force", cwd=sp).rc == 0
+    assert workdir.status(str(wd)).clean
+    assert not (wd / "items/e.txt").exists() and (wd / "items/deep/er/z.txt").read_bytes() == b"z"
+
+
+def test_force_into_a_folder_that_is_not_a_working_folder_deletes_nothing(tmp_path: Path) -> None:
+    store = Store.init(str(tmp_path / "s"))
+    ds = seed(store)
+    wd = tmp_path / "wd"
+    (wd / "items").mkdir(parents=True)
+    (wd / "items/theirs.jpg").write_bytes(b"a file of the user's")
+    workdir.checkout(store, ds, None, str(wd), force=True)
+    assert (wd / "items/theirs.jpg").read_bytes() == b"a file of the user's"
+    assert workdir.status(str(wd)).added == ["/theirs.jpg"]
+
+
+def _corrupt_blob(store: Store, data: bytes) -> None:
+    from dvstore.storage.blobs import SMALL_MAX
+
+    assert len(data) > SMALL_MAX  # a blob file
+    p = Path(store.repo.blobs.path_for(hash_bytes(data)))
+    os.chmod(p, 0o644)
+    raw = bytearray(p.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    p.write_bytes(bytes(raw))
+    os.chmod(p, 0o444)
+
+
+def test_failed_checkout_into_a_new_or_empty_folder_leaves_nothing(tmp_path: Path) -> None:
+    store = Store.init(str(tmp_path / "s"))
+    ds = seed(store)
+    big = os.urandom(300 * 1024)
+    with ds.edit("big") as e:
+        e.add_bytes("/zz/big.bin", big)  # last in name order: everything before it is written
+    _corrupt_blob(store, big)
+    sp = str(tmp_path / "s")
+    new = tmp_path / "new/nested/wd"
+    r = run_dvs("checkout", "pets", str(new), cwd=sp)
+    assert r.rc == 6 and "corrupt" in r.err, r.err
+    assert not (tmp_path / "new").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for _ in range(2):  # a retry is the same checkout again, not "not empty"
+        r = run_dvs("checkout", "pets", str(empty), cwd=sp)
+        assert r.rc == 6 and "corrupt" in r.err, r.err
+        assert os.listdir(empty) == []
+    with pytest.raises(DvsError):
+        workdir.checkout(store, ds, None, str(empty), force=True)
+    assert os.listdir(empty) == []
+
+
+def test_failed_force_checkout_leaves_no_working_folder(tmp_path: Path) -> None:
+    store = Store.init(str(tmp_path / "s"))
+    ds = seed(store)
+    sp = str(tmp_path / "s")
+    wd = tmp_path / "wd"
+    assert run_dvs("checkout", "pets", str(wd), cwd=sp).rc == 0
+    big = os.urandom(300 * 1024)
+    with ds.edit("big") as e:
+        e.add_bytes("/zz/big.bin", big)
+    _corrupt_blob(store, big)
+    r = run_dvs("checkout", "pets", str(wd), "--force", cwd=sp)
+    assert r.rc == 6 and "corrupt" in r.err, r.err
+    assert not (wd / ".dvs-checkout").exists()  # neither version's working folder
+    r = run_dvs("status", str(wd))
+    assert r.rc == 3 and "not a dvs working folder" in r.err
+
+
 def test_hostile_file_names_in_items_are_refused(tmp_path: Path) -> None:
     store = Store.init(str(tmp_path / "s"))
     ds = seed(store)

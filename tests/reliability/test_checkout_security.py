@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 import unicodedata
 from pathlib import Path
 from typing import Any
@@ -352,6 +353,52 @@ def test_force_never_deletes_a_real_file_in_the_way_of_a_folder(tmp_path: Path) 
     with pytest.raises(UsageError, match="in the way"):
         workdir.checkout(store, ds, None, str(target), force=True)
     assert (target / "items/sub").read_bytes() == b"user data"
+
+
+def test_force_into_a_working_folder_removes_planted_links_never_their_targets(tmp_path: Path,
+                                                                             canary: Path) -> None:
+    # --force in a working folder deletes what the version does not have under items/ and
+    # json/: a link there goes, the link itself; what it points at is never touched.
+    store = Store.init(str(tmp_path / "store"))
+    ds = small_dataset(store)
+    target = tmp_path / "target"
+    workdir.checkout(store, ds, None, str(target))
+    (target / "items/stolen").symlink_to(canary, target_is_directory=True)
+    (target / "items/sub/f").symlink_to(canary / "f")
+    (target / "items/sub/deeper/more").mkdir()
+    (target / "items/sub/deeper/more/p").symlink_to(canary / "passwd")
+    (target / "json/sub").rename(target / "json-sub")
+    (target / "json/sub").symlink_to(canary / "sub", target_is_directory=True)
+    (target / "outside").symlink_to(canary, target_is_directory=True)  # not under items/ or json/
+    before = tree_digest(canary)
+    workdir.checkout(store, ds, None, str(target), force=True)
+    assert tree_digest(canary) == before
+    assert os.path.islink(target / "outside")
+    for top in ("items", "json"):
+        for dirpath, dirnames, filenames in os.walk(target / top, followlinks=False):
+            for name in dirnames + filenames:
+                assert not os.path.islink(os.path.join(dirpath, name)), os.path.join(dirpath, name)
+    assert workdir.status(str(target)).clean
+    assert files_below(target / "items") == ["f", "sub/deeper/y.txt", "sub/x.txt", "top.txt"]
+
+
+def test_force_deletes_nothing_on_another_file_system(tmp_path: Path) -> None:
+    store = Store.init(str(tmp_path / "store"))
+    ds = small_dataset(store)
+    target = tmp_path / "target"
+    workdir.checkout(store, ds, None, str(target))
+    mnt = target / "items/mnt"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.decode().strip()})")
+    try:
+        (mnt / "keep").write_bytes(b"on another file system")
+        with pytest.raises(UsageError, match="another file system"):
+            workdir.checkout(store, ds, None, str(target), force=True)
+        assert (mnt / "keep").read_bytes() == b"on another file system"
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
 def test_symlinks_in_a_working_folder_are_refused_by_status_and_commit(tmp_path: Path, canary: Path) -> None:
