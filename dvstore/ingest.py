@@ -50,6 +50,8 @@ class IngestStats:
     cached: int = 0
     annotated: int = 0
     skipped: list[str] = field(default_factory=list)
+    excluded: list[str] = field(default_factory=list)
+    """Files of the added folders not added as items: the annotation file."""
 
 
 class Files:
@@ -62,12 +64,14 @@ class Files:
     """
 
     def __init__(self, names: list[str], roots: array[int], bases: list[str], cut: int,
-                 odd: dict[str, str]) -> None:
+                 odd: dict[str, str], excluded: list[str] | None = None) -> None:
         self.names = names
         self.roots = roots
         self.bases = bases
         self.cut = cut
         self.odd = odd
+        self.excluded = excluded or []
+        """Paths the walk left out of the folders it went through (the annotation file)."""
 
     def __len__(self) -> int:
         return len(self.names)
@@ -81,18 +85,23 @@ class Files:
         return [(self.local(i), self.names[i]) for i in range(lo, min(hi, len(self.names)))]
 
 
-def walk(paths: list[str], to: str = "/") -> Files:
+def walk(paths: list[str], to: str = "/", *, store: str | None = None, annotations: str | None = None) -> Files:
     """The files of ``paths`` (files and folders, recursively), sorted by item name.
 
     A folder's contents are taken relative to the folder (dtlpy's upload); a plain file
     becomes ``<to>/<name>``. Symlinked folders are not followed; hostile names are refused
     before anything is read.
+
+    Left out of the folders walked: the store folder in use (``store``, whatever its name)
+    and working-folder metadata files (``.dvs-checkout``), silently; the annotation file or
+    folder (``annotations``), listed in ``Files.excluded``. A path inside the store is refused.
     """
     base = normalize_dir(to)
     prefix = "" if base == "/" else base
     bases: list[str] = []
     odd: dict[str, str] = {}
     owner: dict[str, int] = {}  # item name -> index of the input it came from
+    skip = _Skip(store, annotations)
 
     def claim(root: int, rel: str) -> None:
         name = prefix + "/" + rel
@@ -116,10 +125,11 @@ def walk(paths: list[str], to: str = "/") -> Files:
             raise UsageError(f"no such file or folder: {p}") from None
         except OSError as e:
             raise UsageError(f"cannot read {p}: {e.strerror}") from None
+        skip.refuse_store(p)
         if statmod.S_ISDIR(st.st_mode):
             top = os.path.abspath(p)
             bases.append(top.rstrip("/"))  # "/" itself: "" + "/" + rel
-            for rel in _walk_dir(top):
+            for rel in _walk_dir(top, skip):
                 claim(len(bases) - 1, rel)
         elif statmod.S_ISREG(st.st_mode):
             local = os.path.abspath(p)
@@ -130,12 +140,70 @@ def walk(paths: list[str], to: str = "/") -> Files:
     names = sorted(owner)
     roots = array("I", (owner[fn] for fn in names))
     owner.clear()
-    return Files(names, roots, bases, len(prefix), odd)
+    return Files(names, roots, bases, len(prefix), odd, skip.excluded)
 
 
-def _walk_dir(root: str) -> Iterator[str]:
-    """Paths of the files below ``root``, relative to it."""
+CHECKOUT_FILE = ".dvs-checkout"  # workdir.CHECKOUT_FILE (workdir imports this module)
+
+
+class _Skip:
+    """What ``walk`` leaves out of the folders it goes through, known by (device, inode):
+    the store folder in use (adding it would store the store in itself, and its usual name,
+    ``.dvs``, is reserved, so ``dvs add NAME .`` beside it failed) and the annotation file
+    (``dvs add pets photos/ --annotations photos/annotations.coco.json`` made it an item)."""
+
+    def __init__(self, store: str | None, annotations: str | None) -> None:
+        self.store_real = os.path.realpath(store) if store else None
+        self.store = _file_id(store) if store else None
+        self.annotations = _file_id(annotations) if annotations else None
+        self.annotations_path = annotations or ""
+        self.inodes = {fid[1] for fid in (self.store, self.annotations) if fid is not None}
+        self.excluded: list[str] = []
+
+    def refuse_store(self, path: str) -> None:
+        real = os.path.realpath(path)
+        if self.store_real and (real == self.store_real or real.startswith(self.store_real + os.sep)):
+            where = "is the store" if real == self.store_real else f"is inside the store ({self.store_real})"
+            raise UsageError(f"{path} {where}: its files are not items",
+                             hint="add folders and files outside the store")
+
+    def leave_out(self, entry: os.DirEntry[str]) -> bool:
+        """Whether ``entry`` (of a folder being walked) is left out."""
+        if entry.name == CHECKOUT_FILE and not entry.is_dir(follow_symlinks=False):
+            return True
+        try:
+            if entry.is_symlink():  # a link to the annotation file is that file too
+                if self.annotations is None or not entry.is_file():
+                    return False
+                st = entry.stat()
+            elif entry.inode() in self.inodes:  # cheap first: no stat for other entries
+                st = entry.stat(follow_symlinks=False)
+            else:
+                return False
+        except OSError:
+            return False
+        fid = (st.st_dev, st.st_ino)
+        if fid == self.store and not entry.is_symlink():
+            return True
+        if fid == self.annotations:
+            if self.annotations_path not in self.excluded:  # a folder given twice
+                self.excluded.append(self.annotations_path)
+            return True
+        return False
+
+
+def _file_id(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _walk_dir(root: str, skip: _Skip) -> Iterator[str]:
+    """Paths of the files below ``root``, relative to it (without what ``skip`` leaves out)."""
     stack = [("", root)]
+    inodes, links = skip.inodes, skip.annotations is not None
     while stack:
         rel, d = stack.pop()
         try:
@@ -144,6 +212,10 @@ def _walk_dir(root: str) -> Iterator[str]:
             raise UsageError(f"cannot read folder {d}: {err.strerror}") from None
         for entry in entries:
             r = f"{rel}/{entry.name}" if rel else entry.name
+            # A first check without a call or a stat: almost no entry is one of these.
+            if (entry.inode() in inodes or entry.name == CHECKOUT_FILE or (links and entry.is_symlink())) \
+                    and skip.leave_out(entry):
+                continue
             if entry.is_dir(follow_symlinks=False):
                 stack.append((r, entry.path))
             elif entry.is_file(follow_symlinks=True):
@@ -163,14 +235,14 @@ def ingest(editor: Editor, paths: list[str], *, to: str = "/", annotations: str 
     # parent writes to them) the pages of the parent's heap at the fork, and the walk's file
     # list grows with the number of files.
     with _Annotations(annotations, fmt, to, editor.repo.blobs.tmp) as source, storer.start(editor.repo) as small:
-        files = walk(paths, to)
+        files = walk(paths, to, store=editor.repo.dir, annotations=annotations)
         source.load()  # a Dataloop json/ folder, once the paths are known good
         return _ingest(editor, files, source, small, progress, annotating)
 
 
 def _ingest(editor: Editor, files: Files, source: _Annotations, small: storer.Storer,
             progress: Progress | None, annotating: Progress | None = None) -> IngestStats:
-    stats = IngestStats()
+    stats = IngestStats(excluded=list(files.excluded))
     if len(files) * 4 >= tree.count(editor.objects, editor.base.layers["items"] or tree.EMPTY):
         editor.prefetch()
     new_cache: dict[bytes, bytes] = {}  # rows of large files: they ride with the version

@@ -135,7 +135,11 @@ def delete(c: Ctx, name: str) -> None:
 @pass_ctx
 def add(c: Ctx, name: str, paths: tuple[str, ...], to: str, annotations: str | None, fmt: str | None,
         message: str, as_json: bool) -> None:
-    """Ingest files or folders into dataset NAME as one new version."""
+    """Ingest files or folders into dataset NAME as one new version.
+
+    Left out of the folders: the store itself, .dvs-checkout files, and the --annotations
+    file when it lies inside one of them.
+    """
     from dvstore.ingest import ingest, progress_bar
 
     ds = c.dataset(name)
@@ -148,7 +152,7 @@ def add(c: Ctx, name: str, paths: tuple[str, ...], to: str, annotations: str | N
     new = e.committed
     doc = {"version": new.hex() if new else None, "files": stats.files, "bytes": stats.bytes,
            "hashed": stats.hashed, "cached": stats.cached, "annotated": stats.annotated,
-           "unmatched_annotations": stats.skipped}
+           "unmatched_annotations": stats.skipped, "excluded": stats.excluded}
     if as_json:
         emit_json(doc)
         return
@@ -157,6 +161,8 @@ def add(c: Ctx, name: str, paths: tuple[str, ...], to: str, annotations: str | N
     else:
         click.echo(f"{name}: version {short(new)}: {stats.files} files ({stats.bytes:,} bytes, "
                    f"{stats.hashed} hashed, {stats.cached} unchanged), {stats.annotated} annotated")
+    for path in stats.excluded:
+        click.echo(f"not added: {path} (the annotation file)")
     if stats.skipped:
         click.echo(f"warning: {len(stats.skipped)} annotated files not found among the added files, "
                    f"e.g. {stats.skipped[0]}", err=True)

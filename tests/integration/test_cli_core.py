@@ -170,3 +170,56 @@ def test_the_executable_leaves_at_once_with_main_s_code_after_the_exit_handlers(
         assert marker.exists()
     r = run_dvs("--version")
     assert r.rc == 0 and r.out.startswith("dvs, version")
+
+
+def test_add_dot_beside_the_store_leaves_the_store_out(tmp_path: Path):
+    # `dvs add d .` in the folder that holds .dvs failed as a whole ("reserved name '.dvs'");
+    # under another name (--store) the store's own files became items.
+    root = tmp_path / "proj"
+    assert run_dvs("init", str(root)).rc == 0
+    write_files(root, {"a.png": b"a", "sub/b.png": b"b", ".dvs-checkout": b"{}", "sub/.dvs-checkout": b"{}"})
+    assert run_dvs("create", "d", cwd=root).rc == 0
+    r = run_dvs("add", "d", ".", "--json", cwd=root)
+    assert r.rc == 0, r.err
+    assert json.loads(r.out)["files"] == 2
+    ls = json.loads(run_dvs("ls", "d", "--json", cwd=root).out)
+    assert [i["filename"] for i in ls] == ["/a.png", "/sub/b.png"]
+    # the store under any name, given by --store
+    os.rename(root / ".dvs", root / "sub" / "mystore")
+    store = str(root / "sub" / "mystore")
+    (root / "c.png").write_bytes(b"c")
+    r = run_dvs("--store", store, "add", "d", str(root), "--json")
+    assert r.rc == 0, r.err
+    ls = json.loads(run_dvs("--store", store, "ls", "d", "--json").out)
+    assert [i["filename"] for i in ls] == ["/a.png", "/c.png", "/sub/b.png"]
+    # the store itself, or a file in it, is refused; another .dvs folder is still a reserved name
+    for path in (store, os.path.join(store, "config.json")):
+        r = run_dvs("--store", store, "add", "d", path)
+        assert r.rc == 2 and "store" in r.err and r.err.startswith("error: "), r.err
+    write_files(root, {"other/.dvs/x": b"x"})
+    r = run_dvs("--store", store, "add", "d", str(root))
+    assert r.rc == 2 and "reserved name '.dvs'" in r.err
+
+
+def test_the_annotation_file_inside_an_added_folder_is_not_an_item(tmp_path: Path, dvs):
+    # README's quick start: dvs add pets photos/ --annotations photos/annotations.coco.json
+    from dvstore.io.sample import make_sample
+
+    make_sample(tmp_path / "pets", n_images=4, seed=2)
+    photos = tmp_path / "photos"
+    os.rename(tmp_path / "pets" / "images", photos)
+    coco = photos / "annotations.coco.json"
+    os.rename(tmp_path / "pets" / "annotations.coco.json", coco)
+    dvs("create", "pets")
+    r = dvs("add", "pets", str(photos), "--annotations", str(coco), "--json")
+    assert r.rc == 0, r.err
+    doc = json.loads(r.out)
+    assert doc["excluded"] == [str(coco)] and doc["files"] == 4
+    names = [i["filename"] for i in json.loads(dvs("ls", "pets", "--json").out)]
+    assert len(names) == 4 and all(n.endswith(".png") for n in names)
+    r = dvs("add", "pets", str(photos), "--annotations", str(coco))
+    assert r.rc == 0 and f"not added: {coco} (the annotation file)" in r.out, r.out
+    # given as a file of its own, it is added as asked
+    r = dvs("add", "pets", str(coco), "--annotations", str(coco), "--json")
+    assert r.rc == 0 and json.loads(r.out)["excluded"] == []
+    assert "/annotations.coco.json" in [i["filename"] for i in json.loads(dvs("ls", "pets", "--json").out)]

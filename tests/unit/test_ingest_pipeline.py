@@ -614,3 +614,22 @@ def test_an_add_with_the_items_tree_helper_lands_every_layer(ahead_ds: tuple[Sto
         if source == "dataloop":
             assert item.hidden == (i % 2 == 0) and item.metadata["user"] == {"n": i}
     assert store.fsck().ok
+
+
+def test_walk_leaves_out_the_store_checkout_files_and_the_annotations(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    for rel in ("a.png", "sub/b.png", "sub/.dvs-checkout", ".dvs-checkout", "json/a.png.json", "ann/c.json"):
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_bytes(rel.encode())
+    store = Store.init(str(src / "sub" / "store"))
+    (src / "ann-link.json").symlink_to(src / "ann" / "c.json")
+    files = ingest.walk([str(src)], store=store.path, annotations=str(src / "ann" / "c.json"))
+    assert files.names == ["/a.png", "/json/a.png.json", "/sub/b.png"]
+    assert files.excluded == [str(src / "ann" / "c.json")]
+    # a Dataloop json/ folder given as the annotations
+    files = ingest.walk([str(src), str(src)], store=store.path, annotations=str(src / "json"))
+    assert "/json/a.png.json" not in files.names and files.excluded == [str(src / "json")]
+    with pytest.raises(UsageError, match="is the store"):
+        ingest.walk([store.path], store=store.path)
+    with pytest.raises(UsageError, match="inside the store"):
+        ingest.walk([os.path.join(store.path, "config.json")], store=store.path)
