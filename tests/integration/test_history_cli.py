@@ -151,3 +151,21 @@ def test_reflog_and_undo(pets: Any) -> None:
     assert pets("restore", "pets", "pets@{1}").rc == 0  # the NAME@{N} spelling: undo the undo
     assert json.loads(pets("ls", "pets", "--json").out) == []
     assert pets("restore", "pets", "@{42}").rc == 3
+
+
+def test_an_id_prefix_names_a_version_of_that_dataset_only(pets: Any, tmp_path: Path) -> None:
+    write_files(tmp_path / "o", {"o.jpg": b"other"})
+    assert pets("create", "other").rc == 0
+    assert pets("add", "other", str(tmp_path / "o")).rc == 0
+    theirs = json.loads(pets("show", "other", "--json").out)["id"][:8]
+    before = pets("ls", "pets", "--json").out
+    for args in (("restore", "pets", theirs), ("tag", f"pets@{theirs}", "x"), ("ls", f"pets@{theirs}"),
+                 ("show", f"pets@{theirs}"), ("log", f"pets@{theirs}"), ("clone", f"pets@{theirs}", "c")):
+        r = pets(*args)
+        assert r.rc == 3, (args, r.err)
+        assert r.err.startswith(f"error: unknown revision pets@{theirs}\nhint: no version of pets"), r.err
+    assert pets("ls", "pets", "--json").out == before
+    assert pets("tags", "pets", "--json").out.strip() == "[]"
+    mine = json.loads(pets("log", "pets", "--json").out)[1]["id"][:8]
+    assert pets("show", f"pets@{mine}").rc == 0
+    assert pets("show", f"other@{theirs}").rc == 0

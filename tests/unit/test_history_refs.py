@@ -110,6 +110,62 @@ def test_restore_bad_revisions(ds: Dataset) -> None:
             history.restore(ds, rev)
 
 
+
+# -- id prefixes name versions of the dataset only ------------------------------------
+
+
+@pytest.fixture
+def other(store: Store) -> Dataset:
+    d = store.datasets.create("other")
+    with d.edit("add") as e:
+        e.add_bytes("/o.jpg", b"other")
+    return d
+
+
+def test_prefix_of_another_dataset_s_version_is_unknown(ds: Dataset, other: Dataset) -> None:
+    head = ds.head_id
+    prefix = other.head_id.hex()[:8]
+    for call in (lambda: ds.at(prefix), lambda: history.restore(ds, prefix),
+                 lambda: history.restore(ds, f"pets@{prefix}"), lambda: history.tag(ds, "t", prefix),
+                 lambda: ds.at(other.head_id.hex())):
+        with pytest.raises(NotFoundError, match="unknown revision") as e:
+            call()
+        assert "another dataset" in (e.value.hint or "")
+    assert ds.head_id == head and history.tags(ds) == {}
+    assert ds._repo.resolve(f"other@{prefix}")[1] == other.head_id
+
+
+def test_prefix_of_older_versions_and_of_a_clone_s_source(store: Store, ds: Dataset) -> None:
+    first = ds.at("~3").head_id  # the create version
+    history.restore(ds, "~3")
+    assert ds.at(first.hex()[:6]).head_id == first
+    copy = ds.clone("copy")
+    # The clone's history holds its source's versions (dvs log lists them), so they resolve.
+    assert copy.at(first.hex()[:6]).head_id == first
+    assert [cid for cid, _ in copy.log()][-1] == first
+
+
+def test_prefix_of_a_version_only_the_reflog_names(ds: Dataset, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A head move that leaves versions unreachable from the head keeps them versions of it."""
+    repo = ds._repo
+    head, oldest = ds.head_id, ds.at("~3").head_id
+    repo.move_ref(ds.record, new=oldest, expected=head, op="restore")
+    assert [cid for cid, _ in ds.log()] == [oldest]
+    monkeypatch.setattr("dvstore.repo._RECENT", 0)  # not found by the first walk: the reflog scan
+    assert ds.at(head.hex()[:6]).head_id == head
+
+
+def test_prefix_found_past_the_recent_walk(store: Store, ds: Dataset, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A source version of a clone is in no reflog of the clone: the walk goes on to it."""
+    v1 = ds.at("~2").head_id
+    copy = ds.clone("copy")
+    for i in range(3):
+        with copy.edit() as e:
+            e.add_bytes(f"/c{i}.jpg", bytes([i]))
+    monkeypatch.setattr("dvstore.repo._RECENT", 1)
+    assert copy.at(v1.hex()[:6]).head_id == v1
+
+
 # -- reflog: the undo path --------------------------------------------------------------
 
 
