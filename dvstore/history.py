@@ -28,7 +28,7 @@ from dvstore import perf, tree
 from dvstore.errors import DvsError, UsageError
 from dvstore.hashing import Digest, short
 from dvstore.model import LAYERS, Commit, default_author, now_iso, validate_dataset_name
-from dvstore.repo import ANNSET, DatasetRecord, Repository
+from dvstore.repo import ANNSET, HEXLIKE_RE, DatasetRecord, Repository, is_tag_name
 from dvstore.storage.objects import ObjectStore
 
 if TYPE_CHECKING:
@@ -58,10 +58,6 @@ CHEAP_LABEL_ITEMS = 10_000
 """Absolute label counts are "cheap" (given by ``labels=None``) up to this many annotated items
 per side: counting reads one annotation set per annotated item, so it is O(dataset)."""
 
-_TAG_RE = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.-]{0,127}$")
-# A tag spelled like a commit id prefix would shadow that prefix in NAME@REV (tags are looked
-# up first), so such names are refused rather than silently ambiguous.
-_HEXLIKE_RE = re.compile(r"^[0-9a-f]{6,64}$")
 _MAX_SNAPSHOT_SUFFIX = 10_000
 
 
@@ -385,19 +381,19 @@ def resolve(ds: Dataset, rev: str | bytes) -> Digest:
                 f"{rev!r} is a version of {name}, not of {ds.name}",
                 hint="restore and tag take versions of the same dataset; see 'dvs clone --into'",
             )
-    if not spec:
-        raise UsageError(f"invalid revision: {rev!r}", hint="use an id prefix, a tag, ~N or @{N}")
     return repo.resolve_rev(ds.record, repo.head(ds.record), spec)
 
 
 def validate_tag(name: str) -> str:
     """Tag names: letters, digits, '.', '_' and '-' (not first), at most 128; not hex-like."""
-    if not isinstance(name, str) or not _TAG_RE.match(name) or name in (".", ".."):
+    if not isinstance(name, str) or not is_tag_name(name):
         raise UsageError(f"invalid tag name: {name!r}", hint="use letters, digits, '.', '_' and '-'")
-    if _HEXLIKE_RE.match(name):
+    # Spelled like an id prefix, it would shadow that prefix in NAME@REV (tags are looked up
+    # first), so such a name is refused rather than silently ambiguous.
+    if HEXLIKE_RE.fullmatch(name):
         raise UsageError(
             f"tag name {name!r} looks like a version id",
-            hint="a tag must not read as an id prefix; add a letter outside a-f",
+            hint="a tag must not read as an id prefix; add a letter outside a-f (either case)",
         )
     return name
 
@@ -669,6 +665,6 @@ def snapshot(ds: Dataset, name: str | None = None) -> Snapshot:
 def _snapshot_tag(name: str | None) -> str:
     if name is not None:
         slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.")[:128]
-        if slug and _TAG_RE.match(slug):
-            return f"snapshot-{slug}" if _HEXLIKE_RE.match(slug) else slug
+        if slug and is_tag_name(slug):
+            return f"snapshot-{slug}" if HEXLIKE_RE.fullmatch(slug) else slug
     return "snapshot-" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")

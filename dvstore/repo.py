@@ -48,8 +48,20 @@ CONFIG = "config.json"
 COMMIT = b"commit"
 RECIPE = b"recipe"
 ANNSET = b"annset"
-_REV_RE = re.compile(r"^(?P<name>[^@]+)(?:@(?P<rev>.*))?$")
+_REV_RE = re.compile(r"(?P<name>[^@]+)(?:@(?P<rev>.*))?", re.DOTALL)  # fullmatch
 _RECENT = 1024  # versions walked before the reflog is scanned for an id prefix
+_STEPS_RE = re.compile(r"~[0-9]*")
+_REFLOG_RE = re.compile(r"\{[0-9]+\}")
+_REV_HINT = "REV is an id prefix (6+ hex digits), a tag, ~N or {N} (N a whole number)"
+TAG_RE = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.-]{0,127}")
+"""A tag name (``fullmatch``): letters, digits, '.', '_' and '-' (not first), at most 128."""
+HEXLIKE_RE = re.compile(r"[0-9a-fA-F]{6,64}")
+"""An id prefix in ``NAME@REV`` (``fullmatch``), in either case; a tag spelled so would shadow one."""
+
+
+def is_tag_name(text: str) -> bool:
+    """Whether ``text`` has a tag's syntax (``TAG_RE``, not ``.`` or ``..``); says nothing of hex."""
+    return bool(TAG_RE.fullmatch(text)) and text not in (".", "..")
 
 
 @dataclass(frozen=True, slots=True)
@@ -384,23 +396,29 @@ class Repository:
 
     def resolve(self, spec: str) -> tuple[DatasetRecord, Digest]:
         """Parse ``NAME[@REV]`` into (dataset, commit id)."""
-        m = _REV_RE.match(spec or "")
+        m = _REV_RE.fullmatch(spec or "")
         if not m:
             raise UsageError(f"invalid revision: {spec!r}", hint="use NAME or NAME@REV")
         name, rev = m.group("name"), m.group("rev")
         validate_dataset_name(name)
         ds = self.dataset(name)
         head = self.head(ds)
-        if rev is None or rev == "":
+        if rev is None:
             return ds, head
         return ds, self.resolve_rev(ds, head, rev)
 
     def resolve_rev(self, ds: DatasetRecord, head: Digest, rev: str) -> Digest:
+        """The version of ``ds`` that ``rev`` (the part after ``NAME@``) names.
+
+        The syntax (docs/history.md "Revisions"): ``~N`` and ``{N}`` with N a whole number,
+        an id prefix (6 to 64 hex digits, either case), or a tag name; tags are looked up
+        first. Anything else is malformed (UsageError); a well-formed revision that names
+        nothing, a tag-like ``abc`` included, is not found (NotFoundError).
+        """
         if rev.startswith("~"):
-            try:
-                n = int(rev[1:] or "1")
-            except ValueError:
-                raise UsageError(f"invalid revision: {ds.name}@{rev}") from None
+            if not _STEPS_RE.fullmatch(rev):
+                raise UsageError(f"invalid revision {ds.name}@{rev}", hint=_REV_HINT)
+            n = int(rev[1:] or "1")
             c = head
             for _ in range(n):
                 parents = self.commit(c).parents
@@ -408,21 +426,26 @@ class Repository:
                     raise NotFoundError(f"{ds.name}@{rev}: the history is shorter than {n} versions")
                 c = Digest(parents[0])
             return c
-        if rev.startswith("{") and rev.endswith("}"):
-            try:
-                n = int(rev[1:-1])
-            except ValueError:
-                raise UsageError(f"invalid reflog revision: {ds.name}@{rev}") from None
+        if rev.startswith("{"):
+            if not _REFLOG_RE.fullmatch(rev):
+                raise UsageError(f"invalid reflog revision {ds.name}@{rev}", hint=_REV_HINT)
+            n = int(rev[1:-1])
             log = self.reflog(ds)
-            if not 0 <= n < len(log) or log[n].get("new") is None:
+            if n >= len(log) or log[n].get("new") is None:
                 raise NotFoundError(f"{ds.name}@{rev}: no such reflog entry", hint=f"see 'dvs reflog {ds.name}'")
             return Digest(log[n]["new"])
         tags = self.tags(ds)
         if rev in tags:
             return tags[rev]
-        if re.fullmatch(r"[0-9a-f]{6,64}", rev):
-            return self._by_prefix(ds, head, rev)
-        raise NotFoundError(f"unknown revision {ds.name}@{rev}", hint=f"see 'dvs log {ds.name}'")
+        if HEXLIKE_RE.fullmatch(rev):
+            return self._by_prefix(ds, head, rev.lower())
+        if not is_tag_name(rev):
+            what = "empty revision" if not rev else "invalid revision"
+            raise UsageError(f"{what} {ds.name}@{rev}", hint=_REV_HINT)
+        hint = f"see 'dvs log {ds.name}' and 'dvs tags {ds.name}'"
+        if re.fullmatch(r"[0-9a-fA-F]{1,5}", rev):
+            hint = f"no tag {rev} on {ds.name}, and an id prefix needs at least 6 hex digits"
+        raise NotFoundError(f"unknown revision {ds.name}@{rev}", hint=hint)
 
     def _by_prefix(self, ds: DatasetRecord, head: Digest, hexprefix: str) -> Digest:
         """The version of ``ds`` whose id starts with ``hexprefix`` (docs/history.md "Revisions").
@@ -485,7 +508,9 @@ class Repository:
         return found
 
     def history(self, head: bytes, limit: int | None = None) -> Iterator[tuple[Digest, Commit]]:
-        """Versions reachable from ``head``, newest first (by time, then id)."""
+        """Versions reachable from ``head``, newest first (by time, then id); at most ``limit``."""
+        if limit is not None and limit <= 0:
+            return
         seen = {head}
         frontier = [(head, self.commit(head))]
         n = 0

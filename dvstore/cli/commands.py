@@ -244,7 +244,7 @@ def show(c: Ctx, spec: str, filename: str | None, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("spec", metavar="NAME[@REV]")
-@click.option("-n", "limit", type=int, help="At most this many versions.")
+@click.option("-n", "limit", type=click.IntRange(min=0), help="At most this many versions (0: none).")
 @json_opt
 @pass_ctx
 def log(c: Ctx, spec: str, limit: int | None, as_json: bool) -> None:

@@ -248,7 +248,7 @@ def restore_cmd(c: Ctx, name: str, rev: str, message: str, dataset_id: str | Non
 
 @cli.command()
 @click.argument("name")
-@click.option("-n", "limit", type=int, help="At most this many entries.")
+@click.option("-n", "limit", type=click.IntRange(min=0), help="At most this many entries (0: none).")
 @json_opt
 @pass_ctx
 def reflog(c: Ctx, name: str, limit: int | None, as_json: bool) -> None:

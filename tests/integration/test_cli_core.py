@@ -78,6 +78,27 @@ def test_revisions(tmp_path: Path, dvs):
     assert dvs("show", "ds@zzzzzz").rc == 3
 
 
+
+def test_revision_syntax_and_log_limits(tmp_path: Path, dvs):
+    dvs("create", "ds")
+    (tmp_path / "a").write_bytes(b"1")
+    dvs("add", "ds", str(tmp_path / "a"))
+    log = json.loads(dvs("log", "ds", "--json").out)
+    # Malformed: a usage error (exit 2), never the head or "unknown".
+    for args in (("ls", "ds@~-1"), ("ls", "ds@"), ("restore", "ds", "ds@"), ("show", "ds@{-1}"),
+                 ("ls", "ds@a b"), ("log", "ds", "-n", "-1"), ("reflog", "ds", "-n", "-1")):
+        r = dvs(*args)
+        assert r.rc == 2 and r.err.startswith("error: "), (args, r.err)
+    # Well-formed but naming nothing: not found (a tag may be called abc).
+    r = dvs("ls", "ds@abc")
+    assert r.rc == 3 and "at least 6 hex digits" in r.err
+    assert json.loads(dvs("show", f"ds@{log[1]['id'][:8].upper()}", "--json").out)["id"] == log[1]["id"]
+    assert dvs("log", "ds", "-n", "0").out == "" and json.loads(dvs("log", "ds", "-n", "0", "--json").out) == []
+    assert len(json.loads(dvs("log", "ds", "-n", "1", "--json").out)) == 1
+    assert json.loads(dvs("reflog", "ds", "-n", "0", "--json").out) == []
+    assert len(json.loads(dvs("reflog", "ds", "-n", "1", "--json").out)) == 1
+
+
 def test_coco_import_makes_boxes_and_labels(tmp_path: Path, dvs):
     from dvstore.io.sample import make_sample
 

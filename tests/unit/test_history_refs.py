@@ -166,6 +166,52 @@ def test_prefix_found_past_the_recent_walk(store: Store, ds: Dataset, monkeypatc
     assert copy.at(v1.hex()[:6]).head_id == v1
 
 
+
+# -- revision syntax ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rev", ["", "~-1", "~x", "~1.5", "~ 1", "~1\n", "{-1}", "{x}", "{}", "{1",
+                                 "a b", "a@b", "-x", "..", "x/y", "t" * 129])
+def test_malformed_revisions_are_usage_errors(ds: Dataset, rev: str) -> None:
+    with pytest.raises(UsageError, match="revision"):
+        ds.at(rev)
+    with pytest.raises(UsageError):
+        ds._repo.resolve(f"pets@{rev}")
+
+
+def test_well_formed_revisions_that_name_nothing_are_not_found(ds: Dataset) -> None:
+    for rev in ("abc", "nosuchtag", "zzzzzz", "abcdef12", "~9", "{9}"):
+        with pytest.raises(NotFoundError):
+            ds.at(rev)
+    with pytest.raises(NotFoundError) as e:
+        ds.at("abc")
+    assert "at least 6 hex digits" in (e.value.hint or "")
+
+
+def test_short_hex_and_uppercase_hex(ds: Dataset) -> None:
+    old = ds.at("~1").head_id
+    history.tag(ds, "abc", "~2")  # a tag may read like a short prefix: not an id prefix
+    assert ds.at("abc").head_id == ds.at("~2").head_id
+    assert ds.at(old.hex()[:8].upper()).head_id == old
+    assert ds.at(old.hex().upper()).head_id == old
+    for bad in ("ABCDEF", "DeadBeef"):
+        with pytest.raises(UsageError, match="looks like a version id"):
+            history.tag(ds, bad)
+    assert ds.snapshot("CAFEBABE").tag == "snapshot-CAFEBABE"
+
+
+def test_a_tag_is_looked_up_before_an_id_prefix(ds: Dataset) -> None:
+    """A store may hold an uppercase hex tag made before they were refused: it still resolves."""
+    first = ds.at("~3").head_id
+    name = ds.head_id.hex()[:8].upper()
+    ds._repo.move_ref(ds.record, tag=name, new=first, expected=None, op="tag")
+    assert ds.at(name).head_id == first
+
+
+def test_log_limit(ds: Dataset) -> None:
+    assert ds.log(0) == [] and len(ds.log(2)) == 2 and len(ds.log()) == 4
+
+
 # -- reflog: the undo path --------------------------------------------------------------
 
 
