@@ -13,13 +13,13 @@ Rules (docs/reliability.md "gc"):
 * **Fail closed.** If any root, registry record, reflog entry, commit, tree node,
   annotation set or blob of the live set cannot be read or verified, gc raises
   ``CorruptionError`` before deleting anything (restic prune's rule).
-* **Grace period** (default 1 h; ``--grace``; ``--expire now`` makes it zero) is defence in
-  depth for writers that bypass the lock and a window for a human to undo. Blob and temp
-  files are aged by mtime. LMDB entries have no mtime, so gc ages them itself ("two-phase"
-  mark): the first gc that finds an entry unreferenced records the time under
-  ``meta`` ``b"gc-seen:" + b"o"|b"b" + id``; a later gc deletes it only if it is still
-  unreferenced and that record is at least the grace period old. An entry that became
-  live again loses its record.
+* **Grace period** (default 1 h; ``--grace``; ``--expire now`` without ``--grace`` makes it
+  zero, ``--expire 0`` does not) is defence in depth for writers that bypass the lock and a
+  window for a human to undo. Blob and temp files are aged by mtime. LMDB entries have no
+  mtime, so gc ages them itself ("two-phase" mark): the first gc that finds an entry
+  unreferenced records the time under ``meta`` ``b"gc-seen:" + b"o"|b"b" + id``; a later gc
+  deletes it only if it is still unreferenced and that record is at least the grace period
+  old. An entry that became live again loses its record.
 * **Derived data** is pruned with what it describes: path-index entries (``index``) of
   items roots that are not live, and stat-cache entries naming deleted blobs. A live path
   index that is broken is dropped (``Repository.path_index`` rebuilds it on demand).
@@ -104,9 +104,12 @@ def collect(repo: Repository, *, dry_run: bool = False, expire: str | None = Non
             grace: str | None = None, now: float | None = None, compact: bool = False) -> GcResult:
     """Run gc on ``repo`` (see the module docstring for the rules)."""
     retention = DEFAULT_RETENTION if expire is None else parse_duration(expire)
-    grace_s = DEFAULT_GRACE if grace is None else parse_duration(grace)
-    if expire is not None and retention == 0:
-        grace_s = 0.0  # CLI.md: --expire now ignores the grace period too
+    if grace is not None:
+        grace_s = parse_duration(grace)  # an explicit grace period holds, with --expire now too
+    elif expire is not None and expire.strip().lower() == "now":
+        grace_s = 0.0  # CLI.md: --expire now ignores the grace period too; 0 or 0s does not
+    else:
+        grace_s = DEFAULT_GRACE
     with repo.lock(exclusive=True):
         before = repo.db.file_size()
         res = _collect_locked(repo, dry_run=dry_run, retention=retention, grace=grace_s,

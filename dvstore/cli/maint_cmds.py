@@ -27,8 +27,9 @@ def _human(n: int) -> str:
 @cli.command()
 @click.option("--dry-run", is_flag=True, help="Report what would be freed; delete nothing.")
 @click.option("--expire", metavar="now|DURATION",
-              help="Reflog retention (default 90d); 'now' also ignores the grace period.")
-@click.option("--grace", metavar="DURATION", help="Keep unreferenced data younger than this (default 1h).")
+              help="Reflog retention (default 90d); 'now' also ignores the grace period unless --grace is given.")
+@click.option("--grace", metavar="DURATION",
+              help="Keep unreferenced data younger than this (default 1h; 0 with --expire now).")
 @click.option("--compact", is_flag=True,
               help="Then rewrite the database file without its free pages (needs no other dvs process running).")
 @json_opt

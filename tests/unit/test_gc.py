@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -86,6 +87,31 @@ def test_grace_zero_and_expire_now_delete_at_once(tmp_path: Path) -> None:
     assert collect(s.repo, grace="0").objects == 2
     _garbage(s)
     assert collect(s.repo, expire="now").objects == 2
+
+
+
+@pytest.mark.parametrize("expire,grace,retention_s,grace_s", [
+    ("now", None, 0, 0), ("NOW", None, 0, 0), ("now", "2h", 0, 2 * HOUR), ("now", "0", 0, 0),
+    ("0", None, 0, HOUR), ("0s", None, 0, HOUR), ("0", "2h", 0, 2 * HOUR), (None, "2h", 90 * DAY, 2 * HOUR),
+])
+def test_only_expire_now_drops_the_grace_and_an_explicit_grace_holds(
+        tmp_path: Path, expire: str | None, grace: str | None, retention_s: float, grace_s: float) -> None:
+    s = _store(tmp_path)
+    _garbage(s)
+    res = collect(s.repo, dry_run=True, expire=expire, grace=grace)
+    assert (res.retention_seconds, res.grace_seconds) == (retention_s, grace_s)
+    assert res.objects == (2 if grace_s == 0 else 0)  # fresh garbage goes only without a grace period
+
+
+def test_gc_cli_reports_the_grace_it_used(tmp_path: Path) -> None:
+    from tests.conftest import run_dvs
+
+    s = _store(tmp_path)
+    for args, grace_s in ((("--expire", "now", "--grace", "2h"), 2 * HOUR), (("--expire", "0s"), HOUR),
+                          (("--expire", "now"), 0)):
+        r = run_dvs("--store", s.path, "gc", "--dry-run", "--json", *args)
+        assert r.rc == 0, r.err
+        assert json.loads(r.out)["grace_seconds"] == grace_s, args
 
 
 def test_resurrected_entry_loses_its_record(tmp_path: Path) -> None:
