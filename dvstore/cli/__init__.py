@@ -126,6 +126,12 @@ def _main(argv: list[str] | None) -> None:
     except click.exceptions.Abort as e:  # click's form of KeyboardInterrupt
         _interrupted(e)
     except click.ClickException as e:
+        no_args_help = getattr(click.exceptions, "NoArgsIsHelpError", ())
+        if isinstance(e, no_args_help) and e.ctx is not None:
+            # A bare 'dvs' (or 'dvs recipe') asks for orientation, as --help does: the help
+            # on stdout, exit 0, as click did before 8.2 (now a usage error on stderr).
+            click.echo(e.ctx.get_help())
+            sys.exit(0)
         msg = e.format_message()
         hint = None
         if isinstance(e, click.UsageError) and e.ctx is not None:

@@ -22,7 +22,7 @@ from dvstore.repo import DeletedDataset
 
 @cli.command()
 @click.argument("a", metavar="A[@REV]")
-@click.argument("b", metavar="B[@REV]", required=False)
+@click.argument("b", metavar="[B[@REV]]", required=False)
 @click.option("--stat", "as_stat", is_flag=True, help="Counts per section instead of the lists.")
 @click.option(
     "--labels", is_flag=True, help="Also count every label on both sides (reads the whole annotations layer)."

@@ -176,8 +176,12 @@ def recipe_show(c: Ctx, spec: str, as_json: bool) -> None:
 def recipe_switch(c: Ctx, name: str, recipe_file: str | None, from_ds: str | None, message: str,
                   as_json: bool) -> None:
     """Give dataset NAME another recipe, as a new version of it (op switch_recipe)."""
-    if (recipe_file is None) == (from_ds is None):
-        raise UsageError("Must provide recipe or recipe_id", hint="give exactly one of --file FILE.json or --from OTHER")
+    if recipe_file is not None and from_ds is not None:
+        raise UsageError("--file and --from cannot be used together",
+                         hint="give exactly one of --file FILE.json or --from OTHER")
+    if recipe_file is None and from_ds is None:
+        raise UsageError("recipe switch needs the new recipe: --file FILE.json or --from OTHER",
+                         hint=f"dvs recipe switch {name} --file FILE.json")
     if "@" in name:
         raise UsageError("recipe switch takes a dataset name, not a revision")
     ds = c.dataset(name)

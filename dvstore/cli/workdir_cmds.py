@@ -86,8 +86,9 @@ def commit_cmd(c: Ctx, directory: str, message: str, as_json: bool) -> None:
 
     Changed, new and missing files under items/ replace, add and delete items. Edits to
     annotations, metadata, status and hidden in json/ files are applied; a deleted json
-    file, or a field left out of one, changes nothing. Refused (exit 5) when the dataset's
-    head has moved since the checkout.
+    file, or a field left out of one, changes nothing. If the dataset's head has moved
+    since the checkout, the changes are merged three-way into it (base: the checked-out
+    version); when they conflict with the head's, nothing is written (exit 5).
     """
     res = workdir.commit_folder(directory, message, store_path=c.store_path)
     st = res.status

@@ -138,6 +138,23 @@ def test_errors_are_one_line_with_documented_codes(tmp_path: Path, dvs):
     assert len(json.loads(dvs("log", "ds", "--json").out)) == 1
 
 
+
+def test_help_texts_and_usage_errors(tmp_path: Path, dvs):
+    r, full = run_dvs(cwd=tmp_path), run_dvs("--help", cwd=tmp_path)
+    assert (r.rc, r.err, r.out) == (0, "", full.out) and r.out.startswith("Usage: dvs ")
+    r = run_dvs("recipe", cwd=tmp_path)
+    assert r.rc == 0 and r.err == "" and r.out.startswith("Usage: dvs recipe ")
+    assert "Usage: dvs diff [OPTIONS] A[@REV] [B[@REV]]" in dvs("diff", "--help").out
+    commit_help = " ".join(dvs("commit", "--help").out.split())
+    assert "merged three-way" in commit_help and "Refused (exit 5) when" not in commit_help
+    dvs("create", "a")
+    (tmp_path / "r.json").write_text('{"title": "r", "labels": []}')
+    r = dvs("recipe", "switch", "a", "--file", str(tmp_path / "r.json"), "--from", "a")
+    assert r.rc == 2 and r.err.startswith("error: --file and --from cannot be used together\n")
+    r = dvs("recipe", "switch", "a")
+    assert r.rc == 2 and r.err.startswith("error: recipe switch needs the new recipe")
+
+
 def test_hostile_file_names_are_refused_before_anything_is_written(tmp_path: Path, dvs):
     d = tmp_path / "d"
     d.mkdir()
