@@ -92,25 +92,40 @@ class DeletedDataset:
 
 
 def find_store(start: str | None = None, explicit: str | None = None) -> str:
-    """Return the path of the ``.dvs`` directory to use (CLI.md "Finding the store")."""
+    """Return the path of the ``.dvs`` directory to use (CLI.md "Finding the store").
+
+    The upward search stops at the first ``.dvs`` directory: one without its config.json
+    is a damaged store (CorruptionError, exit 6), never a reason to use a parent's store.
+    """
     cand = explicit or os.environ.get("DVS_STORE")
     if cand:
         p = os.path.abspath(cand)
         if os.path.basename(p) != STORE_DIR and os.path.isdir(os.path.join(p, STORE_DIR)):
             p = os.path.join(p, STORE_DIR)
         if not os.path.isfile(os.path.join(p, CONFIG)):
+            if os.path.basename(p) == STORE_DIR and os.path.isdir(p):
+                raise _no_config(p)
             raise NotFoundError(f"no dvs store at {cand}", hint="create one with 'dvs init'")
         return p
     d = os.path.abspath(start or os.getcwd())
     while True:
         p = os.path.join(d, STORE_DIR)
-        if os.path.isfile(os.path.join(p, CONFIG)):
+        if os.path.isdir(p):
+            if not os.path.isfile(os.path.join(p, CONFIG)):
+                raise _no_config(p)
             return p
         parent = os.path.dirname(d)
         if parent == d:
             raise NotFoundError("no dvs store found here or in any parent directory",
                                 hint="create one with 'dvs init', or pass --store / set DVS_STORE")
         d = parent
+
+
+_CONFIG_HINT = f"restore .dvs/{CONFIG} from a backup; to use another store, pass --store PATH or set DVS_STORE"
+
+
+def _no_config(dvs_dir: str) -> CorruptionError:
+    return CorruptionError(f"damaged dvs store at {dvs_dir}: its {CONFIG} is missing", hint=_CONFIG_HINT)
 
 
 class Repository:
@@ -151,12 +166,14 @@ class Repository:
             with open(path) as f:
                 cfg = json.load(f)
         except FileNotFoundError:
+            if os.path.isdir(self.dir):
+                raise _no_config(self.dir) from None
             raise NotFoundError(f"no dvs store at {os.path.dirname(self.dir)}",
                                 hint="create one with 'dvs init'") from None
         except (OSError, ValueError) as e:
-            raise CorruptionError(f"unreadable store config {path}: {e}") from None
+            raise CorruptionError(f"unreadable store config {path}: {e}", hint=_CONFIG_HINT) from None
         if not isinstance(cfg, dict) or not isinstance(cfg.get("format"), int):
-            raise CorruptionError(f"malformed store config {path}")
+            raise CorruptionError(f"malformed store config {path}", hint=_CONFIG_HINT)
         if cfg["format"] > FORMAT:
             raise FormatVersionError(
                 f"this store has format {cfg['format']}, newer than this dvs understands ({FORMAT})",

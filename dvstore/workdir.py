@@ -529,7 +529,13 @@ def _open_workdir(directory: str, store_path: str | None) -> _Workdir:
     except (ValueError, KeyError, TypeError, UnicodeDecodeError):
         raise UsageError(f"{where} is malformed",
                          hint="check the version out again with 'dvs checkout --force'") from None
-    store = Store(store_path or path)
+    try:
+        store = Store(store_path or path)
+    except NotFoundError:
+        if store_path:
+            raise
+        raise NotFoundError(f"no dvs store at {path}, where this working folder was checked out from",
+                            hint="if the store has moved, name it: dvs --store PATH status|commit") from None
     want = doc.get("store_id")
     if want and store.repo.config.get("store_id") not in (None, want):
         raise UsageError(f"the store at {store.path} is not the store this folder was checked out from",

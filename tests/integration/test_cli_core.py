@@ -184,6 +184,37 @@ def test_store_found_from_subdirectory_and_env(tmp_path: Path):
     assert [d["name"] for d in json.loads(r.out)] == ["ds"]
 
 
+
+def test_a_store_without_its_config_is_damaged_and_stops_the_search(tmp_path: Path):
+    assert run_dvs("init", str(tmp_path)).rc == 0  # a healthy store above: never picked up
+    inner = tmp_path / "inner"
+    assert run_dvs("init", str(inner)).rc == 0
+    (inner / ".dvs" / "config.json").unlink()
+    (inner / "sub").mkdir()
+    for args, kw in ((("datasets",), {"cwd": inner / "sub"}), (("datasets",), {"cwd": inner}),
+                     (("--store", str(inner), "datasets"), {"cwd": "/"}),
+                     (("datasets",), {"cwd": "/", "env": {"DVS_STORE": str(inner / ".dvs")}})):
+        r = run_dvs(*args, **kw)
+        assert r.rc == 6, (args, r.err)
+        lines = r.err.splitlines()
+        assert lines[0] == f"error: damaged dvs store at {inner / '.dvs'}: its config.json is missing"
+        assert lines[1].startswith("hint: restore .dvs/config.json from a backup")
+    (inner / ".dvs" / "config.json").write_text("[1]")
+    r = run_dvs("datasets", cwd=inner)
+    assert r.rc == 6 and "malformed store config" in r.err and "hint: restore" in r.err
+
+
+def test_a_working_folder_whose_store_moved_suggests_store(tmp_path: Path):
+    assert run_dvs("init", str(tmp_path / "a")).rc == 0
+    assert run_dvs("create", "ds", cwd=tmp_path / "a").rc == 0
+    assert run_dvs("checkout", "ds", str(tmp_path / "w"), cwd=tmp_path / "a").rc == 0
+    (tmp_path / "a").rename(tmp_path / "b")
+    r = run_dvs("status", str(tmp_path / "w"), cwd=tmp_path)
+    assert r.rc == 3 and r.err.startswith(f"error: no dvs store at {tmp_path / 'a' / '.dvs'}, where this working")
+    assert "dvs init" not in r.err and "--store PATH" in r.err
+    assert run_dvs("--store", str(tmp_path / "b"), "status", str(tmp_path / "w"), cwd=tmp_path).rc == 0
+
+
 def test_the_executable_leaves_at_once_with_main_s_code_after_the_exit_handlers(tmp_path: Path):
     # run() skips the interpreter's teardown (os._exit): the exit code, the flushed output
     # and the exit handlers (which delete scratch files) must survive that.
