@@ -360,10 +360,16 @@ class Items:
             yield iid, irec, row["annotations"], row["metadata"], row["status"]
 
     def list(self, filters: Any = None) -> list[Item]:
-        """Items matching a DQL filter (Filters, dict or JSON), in filename order by default."""
+        """Items matching a DQL filter (Filters, dict or JSON), in filename order by default.
+
+        Raises:
+            FilterError: The filter is malformed, or selects annotations, not items.
+        """
         from dvstore import filters as dql
 
         q = dql.compile_query(filters, purpose="list")
+        if q.resource != "items":  # an annotations query selects annotations, not items
+            raise dql.items_query_error(q.resource, "a listing filter")
         objs = self._ds._repo.objects
         out = []
         for iid, irec, ann_oid, meta, status in self.iter_records():

@@ -39,6 +39,7 @@ __all__ = [
     "Purpose",
     "Query",
     "compile_query",
+    "items_query_error",
 ]
 
 # dtlpy 1.126.5 entities/annotation.py AnnotationType, in its order: the annotation default
@@ -479,6 +480,14 @@ def _to_document(q: Any) -> tuple[dict[str, Any], bool | None]:
     return doc, flag
 
 
+def items_query_error(resource: str, what: str) -> FilterError:
+    """The error for a query of another resource where items are selected (a clone, a
+    listing): ``what`` names the filter ("a clone filter")."""
+    return FilterError(f"{what} must select items, not {resource}",
+                       hint='to select the items that have a matching annotation, put the annotation '
+                            'filter in a join: {"join": {"filter": {...}}}')
+
+
 def compile_query(
     q: Filters | dict[str, Any] | str | Query | None,
     *,
@@ -523,7 +532,7 @@ def compile_query(
     if resource not in _RESOURCES:
         raise FilterError(f"Unsupported resource {resource!r}: dvstore filters 'items' and 'annotations'")
     if purpose == "clone" and resource != "items":
-        raise FilterError(f"a clone filter must select items, not {resource}")
+        raise items_query_error(resource, "a clone filter")
     expr = doc.get("filter", {})
     if not isinstance(expr, dict):
         raise FilterError(f"filter must be an object, got {_tname(expr)}")
