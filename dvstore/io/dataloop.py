@@ -14,9 +14,14 @@ layer records that JSON can change (``dvstore.model``):
 * every other field of an annotation or of ``metadata`` is kept as it is.
 
 ``load_item_json(item_to_json(...))`` gives back what ``load_item_json`` returned. The
-module also owns the JSON reading rules every importer here shares (``read_json_file``,
-``check_storable``): values must survive canonical encoding, so NaN, infinities, integers
-beyond 64 bits and lone surrogates are refused here, with the file named.
+module also owns the JSON reading rules every JSON input of dvs shares (``read_json_file``,
+``parse_json_bytes``, ``check_storable``; annotation files, filters, label maps, recipes,
+the store config, a working folder's record): only a regular file is read (a FIFO or a
+device is refused without blocking), the text must be UTF-8, values must survive canonical
+encoding (NaN, infinities, integers beyond 64 bits and lone surrogates are refused) and
+nesting is limited (``MAX_JSON_DEPTH``), each with the input named. Errors are
+``ImportFormatError`` unless the caller names another class (a ``FilterError`` for a
+filter, a ``CorruptionError`` for the store config...).
 
 It must not touch the store, decide item identity, or trust a file name it did not check.
 """
@@ -31,9 +36,9 @@ import re
 import stat
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from dvstore.errors import ImportFormatError, InvalidNameError
+from dvstore.errors import DvsError, ImportFormatError, InvalidNameError
 from dvstore.model import INTRINSIC_SYSTEM, VOLATILE_ANNOTATION_FIELDS, new_annotation_id, normalize_filename
 
 TASK_REF_TYPES = ("task", "assignment")
@@ -45,33 +50,70 @@ MAX_JSON_DEPTH = 100
 MAX_ID_LEN = 256
 
 
-def read_json_file(path: str | os.PathLike[str]) -> Any:
-    """Read and parse a JSON file strictly; every failure is an ``ImportFormatError``.
+def read_json_file(path: str | os.PathLike[str], *, display: str | None = None,
+                   error: type[DvsError] = ImportFormatError) -> Any:
+    """Read and parse a JSON file strictly (``read_file_bytes``, then ``parse_json_bytes``).
 
     Args:
         path: The file to read. A UTF-8 byte order mark is allowed.
+        display: Names the file in error messages (default: the path).
+        error: The class of every error raised.
 
     Returns:
         The parsed document, checked with ``check_storable``.
 
     Raises:
-        ImportFormatError: The file cannot be read, is not UTF-8, is not JSON, or holds a
-            value the store cannot encode.
+        ImportFormatError: (or ``error``) The file cannot be read, is not a regular file, is
+            not UTF-8, is not JSON, is nested too deeply, or holds a value the store cannot
+            encode.
     """
-    return parse_json_bytes(_read_bytes(path), str(path))
+    shown = str(path) if display is None else display
+    return parse_json_bytes(read_file_bytes(path, shown, error=error), shown, error=error)
 
 
-def _read_bytes(path: str | os.PathLike[str]) -> bytes:
+def read_file_bytes(path: str | os.PathLike[str], display: str, *, error: type[DvsError] = ImportFormatError,
+                    limit: int = -1) -> bytes:
+    """The bytes of a regular file (at most ``limit`` of them, if given): see ``open_regular``."""
+    with open_regular(path, display, error=error) as f:
+        try:
+            return f.read(limit)
+        except OSError as e:
+            raise _cannot_read(display, e, error) from None
+
+
+_OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
+
+
+def open_regular(path: str | os.PathLike[str], display: str, *,
+                 error: type[DvsError] = ImportFormatError) -> IO[bytes]:
+    """Open a file for reading, refusing anything but a regular file without blocking.
+
+    A FIFO would block ``open`` until a writer comes (and a read until it writes), a device
+    may never end: the file is opened with ``O_NONBLOCK`` and the open file itself checked
+    with ``fstat`` (no race with a rename), then read blocking. Symbolic links are followed:
+    the path is the user's.
+
+    Raises:
+        ImportFormatError: (or ``error``) The file cannot be opened or is not a regular file.
+    """
     try:
-        return Path(path).read_bytes()
+        fd = os.open(path, _OPEN_FLAGS)
     except (OSError, ValueError) as e:
-        raise _cannot_read(path, e) from None
+        raise _cannot_read(display, e, error) from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise error(f"{display}: not a regular file")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
-def _cannot_read(path: str | os.PathLike[str], e: OSError | ValueError) -> ImportFormatError:
+def _cannot_read(display: str, e: OSError | ValueError, error: type[DvsError] = ImportFormatError) -> DvsError:
     if isinstance(e, OSError):
-        return ImportFormatError(f"{path}: cannot read: {e.strerror or e}")
-    return ImportFormatError(f"{path!r}: cannot read: {e}")  # a NUL byte in the path
+        return error(f"{display}: cannot read: {e.strerror or e}")
+    return error(f"{display!r}: cannot read: {e}")  # a NUL byte in the path
 
 
 JSON_CHUNK = 8 << 20
@@ -98,10 +140,7 @@ class JsonChunks:
         self.chunk = chunk
         self.suspect = False
         self.eof = False
-        try:
-            self._file = open(path, "rb")  # noqa: SIM115 (closed by close())
-        except (OSError, ValueError) as e:
-            raise _cannot_read(path, e) from None
+        self._file = open_regular(path, str(path))  # closed by close()
         self._decoder = codecs.getincrementaldecoder("utf-8")()
         self._fed = 0  # bytes given to the decoder
         self._overlap = b""
@@ -122,7 +161,7 @@ class JsonChunks:
         try:
             return self._file.read(n)
         except OSError as e:
-            raise _cannot_read(self.path, e) from None
+            raise _cannot_read(str(self.path), e) from None
 
     def read(self, size: int = 0) -> str:
         """The text of about the next ``size`` bytes (``chunk`` if 0); "" only at the end
@@ -156,22 +195,28 @@ def check_storable_part(value: Any, where: str, at: str, depth: int, suspect: bo
         _check(value, where, at, depth)
 
 
-def parse_json_bytes(raw: bytes, display: str) -> Any:
-    """Parse JSON bytes (UTF-8, BOM allowed) into a storable document; errors name ``display``."""
+def parse_json_bytes(raw: bytes, display: str, *, error: type[DvsError] = ImportFormatError) -> Any:
+    """Parse JSON bytes (UTF-8, BOM allowed) into a storable document nested at most
+    ``MAX_JSON_DEPTH`` levels; errors are ``error`` and name ``display``."""
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise ImportFormatError(f"{display}: not UTF-8 text (byte {e.start})") from None
+        raise error(f"{display}: not UTF-8 text (byte {e.start})") from None
     try:
         doc = json.loads(text, parse_constant=reject_constant)
     except json.JSONDecodeError as e:
-        raise ImportFormatError(f"{display}: not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+        raise error(f"{display}: not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
     except ValueError as e:  # from the hooks below
-        raise ImportFormatError(f"{display}: {e}") from None
+        raise error(f"{display}: {e}") from None
     except RecursionError:
-        raise ImportFormatError(f"{display}: JSON nested too deeply") from None
+        raise error(f"{display}: JSON nested too deeply") from None
     if _maybe_unstorable(raw) or _depth(doc, 0) > MAX_JSON_DEPTH:
-        check_storable(doc, display)  # the full walk, naming the JSON path of the bad value
+        try:
+            check_storable(doc, display)  # the full walk, naming the JSON path of the bad value
+        except ImportFormatError as e:
+            if error is ImportFormatError:
+                raise
+            raise error(e.message, hint=e.hint) from None
     return doc
 
 

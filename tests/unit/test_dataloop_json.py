@@ -12,8 +12,16 @@ from typing import Any
 
 import pytest
 
-from dvstore.errors import ImportFormatError
-from dvstore.io.dataloop import item_to_json, load_item_json, lookup_item_json, walk_json_folder
+from dvstore.errors import CorruptionError, FilterError, ImportFormatError
+from dvstore.io.dataloop import (
+    JsonChunks,
+    item_to_json,
+    load_item_json,
+    lookup_item_json,
+    parse_json_bytes,
+    read_json_file,
+    walk_json_folder,
+)
 from dvstore.model import INTRINSIC_SYSTEM, VOLATILE_ANNOTATION_FIELDS
 
 HEX24 = re.compile(r"^[0-9a-f]{24}$")
@@ -247,6 +255,45 @@ def test_malformed_file_names_the_file(tmp_path: Path) -> None:
     path.write_text("[1,", encoding="utf-8")
     with pytest.raises(ImportFormatError, match="not valid JSON"):
         load_item_json(path)
+
+
+@pytest.mark.timeout(20)
+def test_reader_refuses_non_regular_files_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for path in (fifo, tmp_path, Path("/dev/null")):
+        with pytest.raises(ImportFormatError, match=f"^{re.escape(str(path))}: not a regular file$"):
+            read_json_file(path)
+        with pytest.raises(ImportFormatError, match="not a regular file"):
+            JsonChunks(path)
+    with pytest.raises(FilterError, match="^filter file x: not a regular file$"):
+        read_json_file(fifo, display="filter file x", error=FilterError)
+    with pytest.raises(ImportFormatError, match="not a regular file"):
+        load_item_json(fifo)
+    with pytest.raises(ImportFormatError, match="cannot read: No such file"):
+        read_json_file(tmp_path / "absent.json")
+    link = tmp_path / "link.json"
+    (tmp_path / "real.json").write_text('{"a": 1}')
+    link.symlink_to(tmp_path / "real.json")  # the user's own path: followed
+    assert read_json_file(link) == {"a": 1}
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"[" * 100_000 + b"]" * 100_000, "in: JSON nested too deeply"),
+        (b"[" * 101 + b"0" + b"]" * 101, "in: $" + "[0]" * 101 + ": nested deeper than 100 levels"),
+        (b"{", "in: not valid JSON: Expecting property name enclosed in double quotes at line 1 column 2"),
+        (b'"\xff"', "in: not UTF-8 text (byte 1)"),
+        (b"[NaN]", "in: NaN is not a storable number"),
+        (b"[18446744073709551616]", "in: $[0]: integer 18446744073709551616 does not fit in 64 bits"),
+    ],
+)
+def test_parse_json_bytes_raises_the_callers_error(raw: bytes, message: str) -> None:
+    for error in (ImportFormatError, FilterError, CorruptionError):
+        with pytest.raises(error) as info:
+            parse_json_bytes(raw, "in", error=error)
+        assert type(info.value) is error and info.value.message == message
 
 
 # --- item_to_json ---------------------------------------------------------------------
