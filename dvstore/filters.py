@@ -23,6 +23,7 @@ from typing import Any, Final, Literal
 from dvstore.errors import FilterError
 from dvstore.filters_eval import FIELD_OPS, MAX_DEPTH, MISSING, ExprContext, Pred, compile_expression
 from dvstore.filters_eval import type_name as _tname
+from dvstore.io.dataloop import parse_json_bytes
 from dvstore.model import split_filename
 
 __all__ = [
@@ -465,10 +466,8 @@ def _to_document(q: Any) -> tuple[dict[str, Any], bool | None]:
         flag = q.use_defaults
         q = q.prepare()
     elif isinstance(q, (str, bytes)):
-        try:
-            q = json.loads(q)
-        except (ValueError, RecursionError) as e:
-            raise FilterError(f"Invalid JSON filter: {e}") from None
+        raw = q.encode("utf-8", "surrogateescape") if isinstance(q, str) else q
+        q = parse_json_bytes(raw, "the filter", error=FilterError)
     if not isinstance(q, dict):
         raise FilterError(f'"filters" must be a Filters entity or a DQL object. got: {_tname(q)}')
     doc = _canon(q)

@@ -29,7 +29,6 @@ record (sibling labels, attributes, option values, scope), so equal files give e
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -39,6 +38,7 @@ from typing import Any, NoReturn
 from dvstore.codec import encode
 from dvstore.errors import IncompatibleRecipesError, RecipeError, UsageError
 from dvstore.hashing import hash_bytes
+from dvstore.io.dataloop import parse_json_bytes, read_file_bytes
 
 __all__ = [
     "ATTRIBUTE_TYPES",
@@ -429,25 +429,15 @@ def load_recipe_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a JSON recipe or ontology file and parse it (``parse_recipe``).
 
     Raises:
-        RecipeError: The file cannot be read, is not JSON, or is not a valid recipe; the
-            message names the file.
+        RecipeError: The file cannot be read, is not a regular file, is not JSON (the rules of
+            ``dataloop.read_json_file``), or is not a valid recipe; the message names the file.
     """
     name = os.fspath(path)
-    try:
-        with open(name, "rb") as f:
-            data = f.read(MAX_FILE_SIZE + 1)
-    except OSError as e:
-        raise RecipeError(f"cannot read recipe file {name}: {e.strerror or e}") from None
+    display = f"recipe file {name}"
+    data = read_file_bytes(name, display, error=RecipeError, limit=MAX_FILE_SIZE + 1)
     if len(data) > MAX_FILE_SIZE:
         raise RecipeError(f"recipe file {name} is larger than {MAX_FILE_SIZE} bytes")
-    try:
-        doc = json.loads(data)
-    except json.JSONDecodeError as e:
-        raise RecipeError(
-            f"recipe file {name} is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}"
-        ) from None
-    except (ValueError, RecursionError) as e:  # bad encoding, huge ints, absurd nesting
-        raise RecipeError(f"recipe file {name} is not valid JSON: {e}") from None
+    doc = parse_json_bytes(data, display, error=RecipeError)
     try:
         return parse_recipe(doc)
     except RecipeError as e:
@@ -610,10 +600,7 @@ def parse_label_map(spec: str | Mapping[str, Any]) -> dict[str, str]:
     if isinstance(spec, str):
         text = spec.strip()
         if text.startswith("{"):
-            try:
-                spec = json.loads(text)
-            except (ValueError, RecursionError) as e:
-                raise UsageError(f"label map is not valid JSON: {e}") from None
+            spec = parse_json_bytes(text.encode("utf-8", "surrogateescape"), "label map", error=UsageError)
         else:
             pairs = [p.strip() for p in text.split(",") if p.strip()]
             if not pairs:

@@ -35,6 +35,7 @@ from dvstore.errors import (
     UsageError,
 )
 from dvstore.hashing import Digest, short
+from dvstore.io.dataloop import read_json_file
 from dvstore.locks import store_lock
 from dvstore.model import FORMAT, Commit, count_folders, now_iso, validate_dataset_name
 from dvstore.model import folder_key as folder_key  # the index keys, re-exported for their users
@@ -162,16 +163,14 @@ class Repository:
 
     def _read_config(self) -> dict[str, Any]:
         path = os.path.join(self.dir, CONFIG)
-        try:
-            with open(path) as f:
-                cfg = json.load(f)
-        except FileNotFoundError:
+        if not os.path.lexists(path):
             if os.path.isdir(self.dir):
-                raise _no_config(self.dir) from None
-            raise NotFoundError(f"no dvs store at {os.path.dirname(self.dir)}",
-                                hint="create one with 'dvs init'") from None
-        except (OSError, ValueError) as e:
-            raise CorruptionError(f"unreadable store config {path}: {e}", hint=_CONFIG_HINT) from None
+                raise _no_config(self.dir)
+            raise NotFoundError(f"no dvs store at {os.path.dirname(self.dir)}", hint="create one with 'dvs init'")
+        try:
+            cfg = read_json_file(path, display=f"unreadable store config {path}", error=CorruptionError)
+        except CorruptionError as e:
+            raise CorruptionError(e.message, hint=_CONFIG_HINT) from None
         if not isinstance(cfg, dict) or not isinstance(cfg.get("format"), int):
             raise CorruptionError(f"malformed store config {path}", hint=_CONFIG_HINT)
         if cfg["format"] > FORMAT:

@@ -59,7 +59,7 @@ from dvstore.errors import (
 )
 from dvstore.hashing import Digest, hash_bytes, short
 from dvstore.ingest import Progress
-from dvstore.io import imageinfo
+from dvstore.io import dataloop, imageinfo
 from dvstore.model import Commit, normalize_filename, now_iso
 from dvstore.repo import DatasetRecord, Repository, path_key
 from dvstore.safefs import (
@@ -518,17 +518,20 @@ def _open_workdir(directory: str, store_path: str | None) -> _Workdir:
         raw, _ = read_all(root_fd, [CHECKOUT_FILE], where)
     finally:
         os.close(root_fd)
+    hint = "check the version out again with 'dvs checkout --force'"
     try:
-        doc = json.loads(raw.decode("utf-8"))
+        doc = dataloop.parse_json_bytes(raw, where, error=UsageError)
+    except UsageError as e:
+        raise UsageError(f"{where} is malformed: {e.message.removeprefix(where + ': ')}", hint=hint) from None
+    try:
         if not isinstance(doc, dict) or doc.get("format") != CHECKOUT_FORMAT:
             raise ValueError("not a checkout record")
         path, name = doc["store"], doc["dataset"]
         dsid, cid = bytes.fromhex(doc["dataset_id"]), bytes.fromhex(doc["commit"])
         if not isinstance(path, str) or not isinstance(name, str) or len(dsid) != 16 or len(cid) != 32:
             raise ValueError("bad field")
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-        raise UsageError(f"{where} is malformed",
-                         hint="check the version out again with 'dvs checkout --force'") from None
+    except (ValueError, KeyError, TypeError):
+        raise UsageError(f"{where} is malformed", hint=hint) from None
     try:
         store = Store(store_path or path)
     except NotFoundError:

@@ -186,24 +186,15 @@ def ls_cmd(c: Ctx, spec: str, query: str | None, as_json: bool) -> None:
 
 
 def load_query(query: str | None) -> Any:
-    """A DQL document from inline JSON or @file.json."""
-    import json
+    """A DQL document from inline JSON or @file.json (``dataloop.read_json_file``'s rules)."""
+    from dvstore.errors import FilterError
+    from dvstore.io.dataloop import parse_json_bytes, read_json_file
 
     if query is None:
         return None
-    text = query
     if query.startswith("@"):
-        try:
-            with open(query[1:]) as f:
-                text = f.read()
-        except OSError as e:
-            raise UsageError(f"cannot read filter file {query[1:]}: {e.strerror}") from None
-    try:
-        return json.loads(text)
-    except ValueError as e:
-        from dvstore.errors import FilterError
-
-        raise FilterError(f"the filter is not valid JSON: {e}") from None
+        return read_json_file(query[1:], display=f"filter file {query[1:]}", error=FilterError)
+    return parse_json_bytes(os.fsencode(query), "the filter", error=FilterError)
 
 
 @cli.command()

@@ -11,7 +11,6 @@ dataset's ontology and switches it as a version of its own. Everything else is
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import click
@@ -21,6 +20,7 @@ from dvstore.cli.commands import Ctx, cli, json_opt, pass_ctx
 from dvstore.cli.output import emit_json
 from dvstore.errors import MergeConflictError, UsageError
 from dvstore.hashing import short
+from dvstore.io.dataloop import read_json_file
 from dvstore.merge_item import STRATEGIES
 
 
@@ -29,13 +29,7 @@ def _load_label_map(spec: str | None) -> Any:
     if spec is None or not spec.startswith("@"):
         return spec
     path = spec[1:]
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except OSError as e:
-        raise UsageError(f"cannot read label map {path}: {e.strerror}") from None
-    except ValueError as e:
-        raise UsageError(f"label map {path} is not valid JSON: {e}") from None
+    return read_json_file(path, display=f"label map {path}", error=UsageError)
 
 
 def _echo_conflicts(conflicts: list[Any]) -> None:

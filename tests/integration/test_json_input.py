@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import pytest
@@ -33,3 +35,67 @@ def test_items_list_refuses_an_annotations_query(store: Store) -> None:
     ds = store.datasets.create("pets")
     with pytest.raises(FilterError, match="must select items, not annotations"):
         ds.items.list(filters={"resource": "annotations", "filter": {"label": "cat"}})
+
+
+DEEP_LIST = "[" * 100_000 + "]" * 100_000
+
+
+def _deep_and(n: int) -> str:
+    expr = '{"filename": "/cat/**"}'
+    for _ in range(n):
+        expr = '{"$and": [' + expr + "]}"
+    return expr
+
+
+def _one_error(r, rc: int, end: str) -> None:  # type: ignore[no-untyped-def]
+    assert r.rc == rc, r.err
+    lines = r.err.splitlines()
+    assert lines[0].startswith("error: ") and lines[0].endswith(end), r.err
+    assert all(line.startswith("hint: ") for line in lines[1:]), r.err
+
+
+def test_deeply_nested_json_is_a_clear_error_everywhere(tmp_path: Path, pets) -> None:
+    deep = tmp_path / "deep.json"
+    deep.write_text(DEEP_LIST)
+    deep_and = tmp_path / "and.json"
+    deep_and.write_text(_deep_and(900))
+    assert pets("clone", "pets", "c1").rc == 0 and pets("clone", "pets", "c2").rc == 0
+    for args in (("ls", "pets", "--filter", f"@{deep}"), ("ls", "pets", "--filter", f"@{deep_and}"),
+                 ("ls", "pets", "--filter", "[" * 50_000 + "]" * 50_000), ("clone", "pets", "c3", "--filter", f"@{deep_and}"),
+                 ("merge", "m", "c1", "c2", "--map-labels", f"@{deep}"),
+                 ("merge", "m", "c1", "c2", "--map-labels", '{"a": ' * 5000 + "1" + "}" * 5000),
+                 ("create", "r", "--recipe", str(deep)), ("recipe", "switch", "pets", "--file", str(deep))):
+        _one_error(pets(*args), 2, "JSON nested too deeply")
+    # A filter deep enough to pass the JSON reader stops at the compiler's own limit.
+    _one_error(pets("ls", "pets", "--filter", _deep_and(45)), 2, "query nested deeper than 64 levels")
+
+
+def test_deeply_nested_store_and_checkout_files(tmp_path: Path, pets) -> None:
+    wd = tmp_path / "W"
+    assert pets("checkout", "pets", str(wd)).rc == 0
+    record = (wd / ".dvs-checkout").read_bytes()
+    (wd / ".dvs-checkout").write_text(DEEP_LIST)
+    _one_error(pets("status", str(wd)), 2, ".dvs-checkout is malformed: JSON nested too deeply")
+    (wd / ".dvs-checkout").write_bytes(record)
+    assert pets("status", str(wd)).rc == 0
+    config = tmp_path / "store" / ".dvs" / "config.json"
+    config.write_text(DEEP_LIST)
+    _one_error(pets("datasets"), 6, "config.json: JSON nested too deeply")
+
+
+def test_non_regular_files_are_refused_without_blocking(tmp_path: Path, pets) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    assert pets("clone", "pets", "c1").rc == 0 and pets("clone", "pets", "c2").rc == 0
+    for args, what in ((("add", "pets", str(tmp_path / "ph"), "--annotations", str(fifo)), f"{fifo}"),
+                       (("add", "pets", str(tmp_path / "ph"), "--annotations", str(fifo), "--format", "coco"),
+                        f"{fifo}"),
+                       (("create", "r", "--recipe", str(fifo)), f"recipe file {fifo}"),
+                       (("recipe", "switch", "pets", "--file", str(fifo)), f"recipe file {fifo}"),
+                       (("ls", "pets", "--filter", f"@{fifo}"), f"filter file {fifo}"),
+                       (("merge", "m", "c1", "c2", "--map-labels", f"@{fifo}"), f"label map {fifo}"),
+                       (("ls", "pets", "--filter", "@/dev/null"), "filter file /dev/null")):
+        _one_error(pets(*args, timeout=30), 2, f"{what}: not a regular file")
+    r = pets("add", "pets", str(tmp_path / "ph"), "--annotations", str(fifo), env={"DVS_NO_FORK": "1"}, timeout=30)
+    _one_error(r, 2, f"{fifo}: not a regular file")
+    assert len(json.loads(pets("log", "pets", "--json").out)) == 2  # create and the first add only

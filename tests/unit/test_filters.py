@@ -12,6 +12,7 @@ from dvstore.errors import FilterError
 from dvstore.filters import (
     ANNOTATION_TYPES,
     DEFAULT_ANNOTATION_TYPES,
+    MAX_DEPTH,
     Filters,
     FiltersKnownFields,
     FiltersMethod,
@@ -539,7 +540,7 @@ def test_field_level_not() -> None:
         ({"filter": {}, "sort": {"a..b": "ascending"}}, "invalid sort field"),
         ({"filter": {}, "page": -1}, "page must be a non-negative integer"),
         ({"filter": {}, "pageSize": True}, "pageSize must be a non-negative integer"),
-        ("{not json", "Invalid JSON filter"),
+        ("{not json", "^the filter: not valid JSON: Expecting property name"),
         ("[1, 2]", "must be a Filters entity or a DQL object. got: list"),
         (42, "must be a Filters entity or a DQL object. got: int"),
         ({"a": {1, 2}}, "not a JSON value: set"),
@@ -562,8 +563,21 @@ def test_depth_limit_and_cycles() -> None:
     cyc["a"] = cyc
     with pytest.raises(FilterError, match="nested deeper"):
         compile_query(cyc)
-    with pytest.raises(FilterError):
+    with pytest.raises(FilterError, match="^the filter: JSON nested too deeply$"):
         compile_query("[" * 100_000 + "]" * 100_000)
+
+
+@pytest.mark.parametrize("key", ["$and", "$or", "$not", "match", "join"])
+def test_deep_valid_queries_stop_at_the_nesting_limit(key: str) -> None:
+    expr: Any = {"filename": "/a/**"}
+    for _ in range(900):
+        if key == "match":
+            expr = {"a": {"$match": expr}}
+        else:
+            expr = {"$not": expr} if key == "$not" else {"$or" if key == "$or" else "$and": [expr]}
+    query = {"join": {"filter": expr}} if key == "join" else expr
+    with pytest.raises(FilterError, match=f"^query nested deeper than {MAX_DEPTH} levels$"):
+        compile_query(query)
 
 
 def test_dtlpy_extra_keys_and_enum_values_are_tolerated() -> None:

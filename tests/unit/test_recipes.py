@@ -309,10 +309,10 @@ def test_load_recipe_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        (None, "cannot read recipe file"),
-        (b"{", "is not valid JSON: .* line 1"),
-        (b"\xff\xfe\x00", "is not valid JSON"),
-        (b"[" * 100_000 + b"]" * 100_000, "is not valid JSON"),
+        (None, "^recipe file .*r.json: cannot read: No such file"),
+        (b"{", "^recipe file .*: not valid JSON: .* line 1"),
+        (b"\xff\xfe\x00", "^recipe file .*: not UTF-8 text"),
+        (b"[" * 100_000 + b"]" * 100_000, "^recipe file .*: JSON nested too deeply$"),
         (b'{"labels": [{}]}', "r.json: Invalid input - each label must have a tag"),
     ],
 )
@@ -326,7 +326,7 @@ def test_load_recipe_file_errors_name_the_file(tmp_path: Path, content: bytes | 
 
 
 def test_load_recipe_file_directory(tmp_path: Path) -> None:
-    with pytest.raises(RecipeError, match="cannot read recipe file"):
+    with pytest.raises(RecipeError, match="^recipe file .*: not a regular file$"):
         load_recipe_file(tmp_path)
 
 
