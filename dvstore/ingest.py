@@ -527,7 +527,7 @@ def _load_annotations(annotations: str, fmt: str, prefix: str
         extras: dict[str, dict[str, Any]] = {}
         labels: set[str] = set()
         for fn, jpath in dataloop.walk_json_folder(annotations).items():
-            rec = dataloop.load_item_json(str(jpath))
+            rec = dataloop.load_item_json(str(jpath), check_coordinates=True)
             qa = rec.get("annotation_status") or {}
             anns = []
             for a in rec["annotations"]:

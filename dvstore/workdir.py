@@ -30,6 +30,9 @@ Rules decided here where the spec is silent (also in the ``commit`` docstring):
   ``id``. ``filename``, when present, must name the item the file's path names.
 * Task status can be edited in the ``status`` map or in ``metadata.system.refs``; when both
   are edited they must agree. A task whose status is null is removed.
+* An annotation a json file adds, or whose ``type`` or coordinates it edits, must have
+  coordinates of its type's shape (``dataloop.coordinates_problem``); coordinates a file
+  leaves as checked out are not checked again (an older version may have stored others).
 * Moving a file under ``items/`` is a delete plus an add (the new path is a new item).
 * After a commit the json of every item the commit touched is rewritten from the new version
   (so minted annotation ids appear), and the json of removed items is deleted.

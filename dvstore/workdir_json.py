@@ -150,8 +150,12 @@ def json_edit(repo: Repository, display: str, raw: bytes, filename: str, v: VIte
         new_qa, base_qa = new["annotation_status"], base["annotation_status"]
         if not same_stored([new_anns, new_qa], [base_anns, base_qa]):
             out = []
-            for aid, a in new_anns.items():
+            for i, (aid, a) in enumerate(new_anns.items()):
                 keep = aid in base_anns and aid in stored_anns and same_stored(a, base_anns[aid])
+                if not keep and _shape_edited(a, base_anns.get(aid)):
+                    problem = dataloop.coordinates_problem(a)
+                    if problem is not None:
+                        raise ImportFormatError(f"{display}: annotations[{i}]: {problem}")
                 ann = dict(stored_anns[aid]) if keep else dict(a)
                 md = dict(ann.get("metadata") or {})
                 md["system"] = {**(md.get("system") or {}), "status": new_qa.get(aid)}
@@ -194,6 +198,14 @@ def json_edit(repo: Repository, display: str, raw: bytes, filename: str, v: VIte
         edit.hidden = bool(hidden)
         edit.parts.append("hidden")
     return edit if edit.parts else None
+
+
+def _shape_edited(new: dict[str, Any], base: dict[str, Any] | None) -> bool:
+    """Does the json file give this annotation its type or coordinates (a new annotation, or
+    those edited)? Only then are they checked: an edit of a label leaves coordinates stored
+    by an older version (or through the API) alone."""
+    keys = ("type", "coordinates", "data")
+    return base is None or not same_stored([new.get(k) for k in keys], [base.get(k) for k in keys])
 
 
 def _statuses(tasks: dict[str, dict[str, Any]]) -> dict[str, Any]:

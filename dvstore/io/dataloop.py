@@ -34,7 +34,7 @@ import math
 import os
 import re
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -312,11 +312,14 @@ def _check_str(s: str, where: str, at: str) -> None:
         raise ImportFormatError(f"{where}: {at}: string is not valid Unicode (lone surrogate)") from None
 
 
-def load_item_json(path_or_dict: str | os.PathLike[str] | Mapping[str, Any]) -> dict[str, Any]:
+def load_item_json(path_or_dict: str | os.PathLike[str] | Mapping[str, Any], *,
+                   check_coordinates: bool = False) -> dict[str, Any]:
     """Read one Dataloop (or dvstore) item JSON into the parts of the layer records it carries.
 
     Args:
         path_or_dict: A ``json/<filename>.json`` file, or its already parsed document.
+        check_coordinates: Refuse an annotation whose coordinates do not have its type's
+            shape (``coordinates_problem``); without it they are kept as they are.
 
     Returns:
         ``{"annotations": [annotation, ...], "annotation_status": {annotation_id: status},
@@ -374,6 +377,8 @@ def load_item_json(path_or_dict: str | os.PathLike[str] | Mapping[str, Any]) -> 
     seen: set[str] = set()
     for i, raw in enumerate(annotations_in):
         ann, ann_status = _load_annotation(raw, where, i)
+        if check_coordinates and (problem := coordinates_problem(ann)) is not None:
+            raise ImportFormatError(f"{where}: annotations[{i}]: {problem}")
         if ann["id"] in seen:
             raise ImportFormatError(f"{where}: annotations[{i}]: duplicate annotation id {ann['id']!r}")
         seen.add(ann["id"])
@@ -418,6 +423,61 @@ def _load_annotation(raw: Any, where: str, i: int) -> tuple[dict[str, Any], str 
     md["system"] = system
     ann["metadata"] = md
     return ann, status
+
+
+_POINT = '{"x": number, "y": number}'
+COORDINATE_SHAPES: dict[str, str] = {
+    "box": f"[{_POINT}, {_POINT}] (top-left, bottom-right; a rotation angle may follow)",
+    "point": _POINT,
+    "segment": f"[[{_POINT}, ...], ...] (a list of points per polygon)",
+    "polyline": f"[[{_POINT}, ...]]",
+    "ellipse": f'{{"center": {_POINT}, "rx": number, "ry": number, "angle": number}}',
+    "binary": 'a string (the mask as a "data:image/png;base64,..." PNG)',
+    "class": "left out, null or [] (a class annotation has no coordinates)",
+}
+"""The coordinates of the annotation types whose shape is known, as dtlpy's annotation
+definitions read and write them (a point may also hold ``"z"``, a number). The annotations
+of other types (cube, pose, note, text...) are stored as they come."""
+
+
+def _number(v: Any) -> bool:
+    return type(v) is int or type(v) is float
+
+
+def _point(v: Any) -> bool:
+    return type(v) is dict and _number(v.get("x")) and _number(v.get("y")) and _number(v.get("z", 0))
+
+
+def _point_lists(v: Any) -> bool:
+    return type(v) is list and bool(v) and all(type(part) is list and all(map(_point, part)) for part in v)
+
+
+_COORDINATE_CHECKS: dict[str, Callable[[Any], bool]] = {
+    "box": lambda v: (type(v) is list and len(v) >= 2 and _point(v[0]) and _point(v[1])
+                      and all(_point(x) or _number(x) for x in v[2:])),
+    "point": _point,
+    "segment": _point_lists,
+    "polyline": _point_lists,
+    "ellipse": lambda v: (type(v) is dict and _point(v.get("center"))
+                          and all(_number(v.get(k)) for k in ("rx", "ry", "angle"))),
+    "binary": lambda v: type(v) is str,
+    "class": lambda v: v is None or v == [],
+}
+
+
+def coordinates_problem(annotation: Mapping[str, Any]) -> str | None:
+    """What is wrong with an annotation's coordinates, for a type in ``COORDINATE_SHAPES``;
+    None when they fit (or the type's shape is not known). As dtlpy does, ``"data"`` stands
+    for ``"coordinates"`` when those are left out."""
+    kind = annotation.get("type")
+    if type(kind) is not str or kind not in _COORDINATE_CHECKS:
+        return None
+    check = _COORDINATE_CHECKS[kind]
+    value = annotation["coordinates"] if "coordinates" in annotation else annotation.get("data")
+    if check(value):
+        return None
+    got = "none" if value is None else _kind(value)
+    return f"{kind} coordinates must be {COORDINATE_SHAPES[kind]}, got {got}"
 
 
 def _split_refs(refs: Any, where: str) -> tuple[dict[str, dict[str, Any]], list[Any]]:

@@ -99,3 +99,53 @@ def test_non_regular_files_are_refused_without_blocking(tmp_path: Path, pets) ->
     r = pets("add", "pets", str(tmp_path / "ph"), "--annotations", str(fifo), env={"DVS_NO_FORK": "1"}, timeout=30)
     _one_error(r, 2, f"{fifo}: not a regular file")
     assert len(json.loads(pets("log", "pets", "--json").out)) == 2  # create and the first add only
+
+
+BOX = [{"x": 1, "y": 2}, {"x": 3, "y": 4}]
+BAD_BOX = "box coordinates must be [{\"x\": number, \"y\": number}, {\"x\": number, \"y\": number}] " \
+          "(top-left, bottom-right; a rotation angle may follow), got a string"
+
+
+def test_working_folder_json_coordinates_are_checked(tmp_path: Path, pets) -> None:
+    store = Store(str(tmp_path / "store" / ".dvs"))
+    with store.datasets.get("pets").edit("legacy") as e:  # the API stores what it is given
+        e.add_annotation("/dog/2.png", {"type": "box", "label": "dog", "coordinates": [{"x": 1, "y": 2}]})
+    wd = tmp_path / "W"
+    assert pets("checkout", "pets", str(wd)).rc == 0
+    cat = wd / "json/cat/1.png.json"
+    doc = json.loads(cat.read_text())
+    doc["annotations"] = [{"type": "box", "label": "cat", "coordinates": BOX},
+                          {"type": "box", "label": "cat", "coordinates": "zz"}]
+    cat.write_text(json.dumps(doc))
+    for command in ("status", "commit"):
+        _one_error(pets(command, str(wd)), 2, f"json/cat/1.png.json: annotations[1]: {BAD_BOX}")
+    assert len(json.loads(pets("log", "pets", "--json").out)) == 3  # nothing committed
+    doc["annotations"][1]["coordinates"] = BOX
+    cat.write_text(json.dumps(doc))
+    # A label edit leaves the coordinates an older version stored alone.
+    dog = wd / "json/dog/2.png.json"
+    ddoc = json.loads(dog.read_text())
+    ddoc["annotations"][0]["label"] = "puppy"
+    dog.write_text(json.dumps(ddoc))
+    assert pets("commit", str(wd)).rc == 0
+    anns = json.loads(pets("show", "pets", "/dog/2.png", "--json").out)["annotations"]
+    assert [(a["label"], a["coordinates"]) for a in anns] == [("puppy", [{"x": 1, "y": 2}])]
+    ddoc["annotations"][0]["coordinates"] = [{"x": 1, "y": 2}]  # unchanged: still accepted
+    ddoc["annotations"][0]["type"] = "point"  # but a new type must fit its shape
+    dog.write_text(json.dumps(ddoc))
+    _one_error(pets("status", str(wd)), 2, "json/dog/2.png.json: annotations[0]: point coordinates must be "
+                                           '{"x": number, "y": number}, got a list')
+
+
+def test_dataloop_json_import_coordinates_are_checked(tmp_path: Path, pets) -> None:
+    write_files(tmp_path / "export", {"json/cat/1.json": json.dumps(
+        {"annotations": [{"type": "box", "label": "cat", "coordinates": "zz"}]}).encode()})
+    r = pets("add", "pets", str(tmp_path / "ph"), "--annotations", str(tmp_path / "export" / "json"))
+    _one_error(r, 2, f"json/cat/1.json: annotations[0]: {BAD_BOX}")
+    assert len(json.loads(pets("log", "pets", "--json").out)) == 2
+    write_files(tmp_path / "export", {"json/cat/1.json": json.dumps(
+        {"annotations": [{"type": "box", "label": "cat", "coordinates": BOX},
+                         {"type": "cube", "label": "cat", "coordinates": "kept as it is"}]}).encode()})
+    assert pets("add", "pets", str(tmp_path / "ph"), "--annotations", str(tmp_path / "export" / "json")).rc == 0
+    anns = json.loads(pets("show", "pets", "/cat/1.png", "--json").out)["annotations"]
+    assert sorted((a["type"], a["coordinates"]) for a in anns) == [("box", BOX), ("cube", "kept as it is")]

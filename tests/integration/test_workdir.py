@@ -61,7 +61,7 @@ def edit_folder(wd: Path) -> None:
     first, second = c["annotations"]
     first["label"] = "puppy"
     first["metadata"]["system"]["status"] = "approved"
-    c["annotations"] = [first, {"type": "point", "label": "nose", "coordinates": [{"x": 3, "y": 3}]}]
+    c["annotations"] = [first, {"type": "point", "label": "nose", "coordinates": {"x": 3, "y": 3}}]
     dump(wd / "json/dogs/c.jpg.json", c)
     d = load(wd / "json/dogs/d.jpg.json")
     d["metadata"]["user"] = {"split": "train", "score": 1}
@@ -124,7 +124,7 @@ def check_committed(store: Store, ds: Dataset, old: bytes, new: bytes) -> None:
     assert len(kept) == 1 and len(c_new) == 2
     assert c_new[kept[0]]["label"] == "puppy" and c_new[kept[0]]["metadata"]["system"]["status"] == "approved"
     (fresh,) = [a for aid, a in c_new.items() if aid not in c_old]
-    assert fresh["label"] == "nose" and fresh["coordinates"] == [{"x": 3, "y": 3}]
+    assert fresh["label"] == "nose" and fresh["coordinates"] == {"x": 3, "y": 3}
     assert after["/dogs/d.jpg"].metadata["user"] == {"split": "train", "score": 1}
     assert after["/e.txt"].status == {"task-1": "completed"}
     assert after["/f.txt"].status == {"task-2": "discard"}

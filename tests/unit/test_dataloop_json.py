@@ -15,6 +15,7 @@ import pytest
 from dvstore.errors import CorruptionError, FilterError, ImportFormatError
 from dvstore.io.dataloop import (
     JsonChunks,
+    coordinates_problem,
     item_to_json,
     load_item_json,
     lookup_item_json,
@@ -440,3 +441,50 @@ def test_lookup_item_json(tmp_path: Path) -> None:
     assert lookup_item_json(mapping, "/dogs/3.png") is None
     assert lookup_item_json(mapping, "/cats/1") is None
     assert lookup_item_json({"/x": tmp_path}, "/x.d/.hidden") is None
+
+
+# --- coordinates of the known annotation types ---------------------------------------
+
+P = {"x": 1, "y": 2.5}
+
+
+@pytest.mark.parametrize(
+    ("kind", "good", "bad"),
+    [
+        ("box", [[P, P], [P, {"x": 3, "y": 4, "z": 0}], [P, P, 30], [P, P, P, P]],
+         ["zz", [], [P], [P, {"x": 1}], [P, {"x": "1", "y": 2}], [P, {"x": True, "y": 2}], [P, P, "a"],
+          {"x": 1, "y": 2}, [P, {"x": 1, "y": 2, "z": None}], None]),
+        ("point", [P, {"x": 0, "y": 0, "z": 0.5}], [[P], "p", {"x": 1}, None]),
+        ("segment", [[[P, P, P]], [[P, P, P], [P, P, P]], [[], [P]]], [[P, P, P], [], [[P, "x"]], "s", None]),
+        ("polyline", [[[P, P]]], [[P, P], None]),
+        ("ellipse", [{"center": P, "rx": 1, "ry": 2, "angle": 0}], [{"center": P, "rx": 1, "ry": 2}, [P], None]),
+        ("binary", ["data:image/png;base64,AAAA"], [[1, 2], {"size": [1, 1]}, None]),
+        ("class", [None, []], [[P], {}, "x"]),
+    ],
+)
+def test_coordinates_problem(kind: str, good: list[Any], bad: list[Any]) -> None:
+    for value in good:
+        assert coordinates_problem({"type": kind, "coordinates": value}) is None, value
+    if kind == "class":
+        assert coordinates_problem({"type": kind}) is None
+    for value in bad:
+        problem = coordinates_problem({"type": kind, "coordinates": value})
+        assert problem is not None and problem.startswith(f"{kind} coordinates must be "), value
+    assert coordinates_problem({"type": kind, "data": good[0]}) is None  # dtlpy's older name
+
+
+def test_coordinates_of_other_types_are_not_checked() -> None:
+    for kind in ("cube", "pose", "note", "text", "comparison", "polygon", "my-tool", 3, None):
+        assert coordinates_problem({"type": kind, "coordinates": "anything"}) is None
+
+
+def test_load_item_json_checks_coordinates_when_asked(tmp_path: Path) -> None:
+    path = tmp_path / "1.png.json"
+    doc = {"annotations": [{"type": "box", "label": "cat", "coordinates": [P, P]},
+                           {"type": "box", "label": "cat", "coordinates": "zz"}]}
+    path.write_text(json.dumps(doc))
+    assert len(load_item_json(path)["annotations"]) == 2  # stored faithfully unless asked
+    with pytest.raises(ImportFormatError) as info:
+        load_item_json(path, check_coordinates=True)
+    assert info.value.message == f'{path}: annotations[1]: box coordinates must be [{{"x": number, "y": number}}, ' \
+        '{"x": number, "y": number}] (top-left, bottom-right; a rotation angle may follow), got a string'
