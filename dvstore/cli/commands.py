@@ -142,6 +142,9 @@ def add(c: Ctx, name: str, paths: tuple[str, ...], to: str, annotations: str | N
     """
     from dvstore.ingest import ingest, progress_bar
 
+    if fmt is not None and annotations is None:
+        raise UsageError(f"--format {fmt} needs an annotation file (--annotations)",
+                         hint=f"dvs add NAME PATH... --annotations FILE --format {fmt}")
     ds = c.dataset(name)
     if "@" in name:
         raise UsageError("add takes a dataset name, not a revision")

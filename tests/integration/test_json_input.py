@@ -149,3 +149,10 @@ def test_dataloop_json_import_coordinates_are_checked(tmp_path: Path, pets) -> N
     assert pets("add", "pets", str(tmp_path / "ph"), "--annotations", str(tmp_path / "export" / "json")).rc == 0
     anns = json.loads(pets("show", "pets", "/cat/1.png", "--json").out)["annotations"]
     assert sorted((a["type"], a["coordinates"]) for a in anns) == [("box", BOX), ("cube", "kept as it is")]
+
+
+def test_format_without_annotations_is_a_usage_error(tmp_path: Path, pets) -> None:
+    for fmt in ("coco", "dataloop"):
+        r = pets("add", "pets", str(tmp_path / "ph"), "--format", fmt)
+        _one_error(r, 2, f"--format {fmt} needs an annotation file (--annotations)")
+    assert len(json.loads(pets("log", "pets", "--json").out)) == 2
