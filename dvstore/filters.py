@@ -466,7 +466,7 @@ def _to_document(q: Any) -> tuple[dict[str, Any], bool | None]:
         flag = q.use_defaults
         q = q.prepare()
     elif isinstance(q, (str, bytes)):
-        raw = q.encode("utf-8", "surrogateescape") if isinstance(q, str) else q
+        raw = q.encode("utf-8", "surrogatepass") if isinstance(q, str) else q
         q = parse_json_bytes(raw, "the filter", error=FilterError)
     if not isinstance(q, dict):
         raise FilterError(f'"filters" must be a Filters entity or a DQL object. got: {_tname(q)}')

@@ -600,7 +600,7 @@ def parse_label_map(spec: str | Mapping[str, Any]) -> dict[str, str]:
     if isinstance(spec, str):
         text = spec.strip()
         if text.startswith("{"):
-            spec = parse_json_bytes(text.encode("utf-8", "surrogateescape"), "label map", error=UsageError)
+            spec = parse_json_bytes(text.encode("utf-8", "surrogatepass"), "label map", error=UsageError)
         else:
             pairs = [p.strip() for p in text.split(",") if p.strip()]
             if not pairs:

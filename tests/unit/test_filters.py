@@ -541,6 +541,7 @@ def test_field_level_not() -> None:
         ({"filter": {}, "page": -1}, "page must be a non-negative integer"),
         ({"filter": {}, "pageSize": True}, "pageSize must be a non-negative integer"),
         ("{not json", "^the filter: not valid JSON: Expecting property name"),
+        ('{"a": "\ud800"}', "^the filter: not UTF-8 text \\(byte 7\\)$"),
         ("[1, 2]", "must be a Filters entity or a DQL object. got: list"),
         (42, "must be a Filters entity or a DQL object. got: int"),
         ({"a": {1, 2}}, "not a JSON value: set"),

@@ -611,6 +611,7 @@ def test_parse_label_map(spec: Any, expected: dict[str, str]) -> None:
         ("a=b,a=c", "mapped twice"),
         ("a..b=c", "empty component"),
         ("{not json", "not valid JSON"),
+        ('{"a": "\ud800"}', "^label map: not UTF-8 text"),
         ({"a": 1}, "non-empty string"),
         ({"a": ""}, "non-empty string"),
         (["a", "b"], "must be a JSON object"),
