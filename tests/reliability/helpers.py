@@ -12,7 +12,7 @@ import random
 import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -173,3 +173,13 @@ def sample(points: list[Any], k: int, seed: int = 0) -> list[Any]:
         return points[:1] + points[-1:] if k == 2 else points[:k]
     step = (len(points) - 1) / (k - 1)
     return sorted({points[round(i * step)] for i in range(k)}, key=points.index)
+
+
+def rewrite_file(path: str, fn: Callable[[bytes], bytes]) -> None:
+    """Replace a read-only (0444) store file's bytes with ``fn(bytes)``: damage for a test."""
+    os.chmod(path, 0o644)
+    with open(path, "rb") as f:
+        data = f.read()
+    with open(path, "wb") as f:
+        f.write(fn(data))
+    os.chmod(path, 0o444)

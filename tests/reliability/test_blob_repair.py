@@ -20,7 +20,16 @@ import pytest
 
 from dvstore.hashing import hash_bytes
 from dvstore.storage.db import Database
-from tests.reliability.helpers import LARGE, SMALL, STRACE, assert_clean_error, payload, run_dvs, strace_prefix
+from tests.reliability.helpers import (
+    LARGE,
+    SMALL,
+    STRACE,
+    assert_clean_error,
+    payload,
+    rewrite_file,
+    run_dvs,
+    strace_prefix,
+)
 
 FILES = {"big.bin": payload(7, 0, LARGE + 11), "big2.bin": payload(7, 1, LARGE + 11),
          "small.bin": payload(7, 2, SMALL), "small2.bin": payload(7, 3, SMALL + 1)}
@@ -29,15 +38,6 @@ FILES = {"big.bin": payload(7, 0, LARGE + 11), "big2.bin": payload(7, 1, LARGE +
 def _blob_file(d: str, data: bytes) -> str:
     h = hash_bytes(data).hex()
     return os.path.join(d, "blobs", h[:2], h[2:])
-
-
-def _rewrite(path: str, fn: Callable[[bytes], bytes]) -> None:
-    os.chmod(path, 0o644)
-    with open(path, "rb") as f:
-        data = f.read()
-    with open(path, "wb") as f:
-        f.write(fn(data))
-    os.chmod(path, 0o444)
 
 
 def _flip(b: bytes) -> bytes:
@@ -50,15 +50,15 @@ def _put_small(d: str, data: bytes, fn: Callable[[bytes], bytes]) -> None:
 
 
 def f_file_corrupt(d: str) -> None:
-    _rewrite(_blob_file(d, FILES["big.bin"]), _flip)
+    rewrite_file(_blob_file(d, FILES["big.bin"]), _flip)
 
 
 def f_file_truncated(d: str) -> None:
-    _rewrite(_blob_file(d, FILES["big.bin"]), lambda b: b[:1000])
+    rewrite_file(_blob_file(d, FILES["big.bin"]), lambda b: b[:1000])
 
 
 def f_file_zero(d: str) -> None:
-    _rewrite(_blob_file(d, FILES["big.bin"]), lambda b: b"")
+    rewrite_file(_blob_file(d, FILES["big.bin"]), lambda b: b"")
 
 
 def f_files_swapped(d: str) -> None:

@@ -27,7 +27,7 @@ from dvstore.fsck import check, fsck
 from dvstore.hashing import hash_bytes, object_id
 from dvstore.repo import Repository
 from dvstore.storage.db import Database
-from tests.reliability.helpers import heads, make_store, run_dvs, tree_hash
+from tests.reliability.helpers import heads, make_store, rewrite_file, run_dvs, tree_hash
 
 FIXTURE_ITEMS = 100  # more than tree.LEAF_MAX, so the items layer has inner nodes
 
@@ -90,15 +90,6 @@ def _small_blob(dvs_dir: str) -> bytes:
     return bytes(_items(dvs_dir)["/seed/0001.bin"]["blob"])
 
 
-def _rewrite_file(path: str, fn: Callable[[bytes], bytes]) -> None:
-    os.chmod(path, 0o644)
-    with open(path, "rb") as f:
-        data = f.read()
-    with open(path, "wb") as f:
-        f.write(fn(data))
-    os.chmod(path, 0o444)
-
-
 def _flip(data: bytes, at: int | None = None) -> bytes:
     i = len(data) // 2 if at is None else at
     return data[:i] + bytes([data[i] ^ 0x10]) + data[i + 1:]
@@ -117,15 +108,15 @@ def f_small_blob_missing(d: str) -> None:
 
 
 def f_blob_file_corrupt(d: str) -> None:
-    _rewrite_file(_file_blob(d), _flip)
+    rewrite_file(_file_blob(d), _flip)
 
 
 def f_blob_file_truncated(d: str) -> None:
-    _rewrite_file(_file_blob(d), lambda b: b[: len(b) // 3])
+    rewrite_file(_file_blob(d), lambda b: b[: len(b) // 3])
 
 
 def f_blob_file_zero(d: str) -> None:
-    _rewrite_file(_file_blob(d), lambda b: b"")
+    rewrite_file(_file_blob(d), lambda b: b"")
 
 
 def f_blob_wrong_name(d: str) -> None:
