@@ -235,8 +235,8 @@ class MaskRenderer:
             # Pipes of 1 MiB where Linux allows them (up to /proc/sys/fs/pipe-max-size, 1 MiB
             # by default): with 64 KiB, ~15 masks were in flight, and the reader and the
             # helper, which take turns producing and rendering masks at similar rates, kept
-            # waiting on each other (a 118,287-image add 40.2 -> 37.4 s, 20,000 images
-            # 7.25 -> 6.92 s: medians of interleaved runs).
+            # waiting on each other (a 118,287-image add 40.1 -> 38.6 s, 2 interleaved runs
+            # each; see docs/design.md).
             for f in (child.inp, child.out):
                 with contextlib.suppress(OSError):
                     fcntl.fcntl(f.fileno(), fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
