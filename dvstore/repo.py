@@ -147,6 +147,10 @@ class Repository:
         d = os.path.join(os.path.abspath(parent), STORE_DIR)
         if os.path.exists(os.path.join(d, CONFIG)):
             raise UsageError(f"a dvs store already exists at {d}")
+        if os.path.exists(os.path.join(d, "db", "data.mdb")):
+            # Its versions are still there: a new config (with a new store id) would hide
+            # the damage, and working folders checked out from it would no longer match.
+            raise _no_config(d)
         for sub in ("", "blobs", "tmp", "db"):
             os.makedirs(os.path.join(d, sub), mode=0o700, exist_ok=True)
         cfg = {"format": FORMAT, "store_id": os.urandom(16).hex(), "hash": "blake3"}

@@ -199,6 +199,9 @@ def test_a_store_without_its_config_is_damaged_and_stops_the_search(tmp_path: Pa
         lines = r.err.splitlines()
         assert lines[0] == f"error: damaged dvs store at {inner / '.dvs'}: its config.json is missing"
         assert lines[1].startswith("hint: restore .dvs/config.json from a backup")
+    r = run_dvs("init", str(inner))  # not a new store over the old one's versions
+    assert r.rc == 6 and r.err.startswith(f"error: damaged dvs store at {inner / '.dvs'}")
+    assert not (inner / ".dvs" / "config.json").exists()
     (inner / ".dvs" / "config.json").write_text("[1]")
     r = run_dvs("datasets", cwd=inner)
     assert r.rc == 6 and "malformed store config" in r.err and "hint: restore" in r.err
