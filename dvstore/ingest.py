@@ -143,7 +143,7 @@ def walk(paths: list[str], to: str = "/", *, store: str | None = None, annotatio
     return Files(names, roots, bases, len(prefix), odd, skip.excluded)
 
 
-CHECKOUT_FILE = ".dvs-checkout"  # workdir.CHECKOUT_FILE (workdir imports this module)
+CHECKOUT_FILE = ".dvs-checkout"  # a working folder's record (workdir); never an item
 
 
 class _Skip:

@@ -93,12 +93,9 @@ def remove_tree(parent_fd: int, name: str, display: str) -> None:
     """Delete ``name`` under ``parent_fd``: a file or a symlink (the link itself, never what
     it points at), or a folder with everything below it. Nothing is followed, and nothing on
     another file system (a mount point below) is deleted: that is an error."""
-    try:
-        st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
-    except FileNotFoundError:
+    st = _lstat_at(parent_fd, name, display)
+    if st is None:
         return
-    except OSError as e:
-        raise _remove_error(e, display) from None
     if not statmod.S_ISDIR(st.st_mode):
         _unlink(parent_fd, name, display)
         return
@@ -119,12 +116,9 @@ def remove_tree(parent_fd: int, name: str, display: str) -> None:
                 continue
             entry = left.pop()
             here = f"{where}/{entry}"
-            try:
-                est = os.stat(entry, dir_fd=fd, follow_symlinks=False)
-            except FileNotFoundError:
+            est = _lstat_at(fd, entry, here)
+            if est is None:
                 continue
-            except OSError as e:
-                raise _remove_error(e, here) from None
             if statmod.S_ISDIR(est.st_mode):
                 frames.append(_open_to_empty(fd, entry, here, dev))
             else:
@@ -150,12 +144,9 @@ def prune(top_fd: int, display: str, keep_files: set[str], keep_dirs: set[str]) 
                     raise _remove_error(e, display_path(display, rel)) from None
                 for name in names:
                     r = f"{rel}/{name}" if rel else name
-                    try:
-                        st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-                    except FileNotFoundError:
+                    st = _lstat_at(fd, name, display_path(display, r))
+                    if st is None:
                         continue
-                    except OSError as e:
-                        raise _remove_error(e, display_path(display, r)) from None
                     if statmod.S_ISDIR(st.st_mode) and r in keep_dirs:
                         try:
                             stack.append((r, os.open(name, DIR_FLAGS, dir_fd=fd)))
@@ -189,6 +180,16 @@ def _open_to_empty(parent_fd: int, name: str, display: str, dev: int) -> tuple[i
         os.close(fd)
         raise
     return fd, names, parent_fd, name, display
+
+
+def _lstat_at(dir_fd: int, name: str, display: str) -> os.stat_result | None:
+    """``name``'s own stat (a link's, not its target's); None if it is gone."""
+    try:
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise _remove_error(e, display) from None
 
 
 def _unlink(dir_fd: int, name: str, display: str) -> None:

@@ -61,7 +61,7 @@ from dvstore.errors import (
     UsageError,
 )
 from dvstore.hashing import Digest, hash_bytes, short
-from dvstore.ingest import Progress
+from dvstore.ingest import CHECKOUT_FILE, Progress
 from dvstore.io import dataloop, imageinfo
 from dvstore.model import Commit, normalize_filename, now_iso
 from dvstore.repo import DatasetRecord, Repository, path_key
@@ -83,7 +83,6 @@ from dvstore.statcache import RACY_NS, cache_hit, cache_key, lookup_stat, stat_e
 from dvstore.storage.blobs import SMALL_MAX, storage_error
 from dvstore.workdir_json import JsonEdit, VItem, apply_edit, json_edit, render_json, view
 
-CHECKOUT_FILE = ".dvs-checkout"
 CHECKOUT_FORMAT = 1
 ITEMS_DIR = "items"
 JSON_DIR = "json"

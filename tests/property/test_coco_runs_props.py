@@ -204,4 +204,4 @@ def test_orjson_reads_the_numbers_runs_may_hold_as_json_does(digits: str, point:
     text = ("-" if negative else "") + whole + (f".{frac}" if frac else "") + ("" if exponent is None else f"e{exponent}")
     assert coco._fast_loads is not None
     got, want = coco._fast_loads(f"[{text}]")[0], json.loads(text)
-    assert type(got) is type(want) and (got == want or got != got) and str(got) == str(want)
+    assert type(got) is type(want) and got == want and str(got) == str(want)
